@@ -1,0 +1,204 @@
+"""Name-keyed registries of components (encoders, fusions, decoders, datasets, metrics).
+
+Experiment YAML names components by key (``model.encoder.name: vit``), never by import path.
+A registry maps that key to a class; each class declares its options as a dataclass in its
+``Config`` attribute, so ``build`` validates a config node (unknown keys, wrong types) with the
+full key path before anything is constructed.
+
+Modelled on timm's registry (fail fast, wildcard listing) and LAVIS/MMF (duplicates are errors,
+registration is typed). Built-in modules are imported lazily on first lookup, so nothing depends
+on an import having happened elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fusionbench.errors import ConfigError, RegistryError
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    """One registered component: the class, its config dataclass, a description and its origin."""
+
+    name: str
+    obj: type[T]
+    config_cls: type | None
+    description: str
+    origin: str
+
+    def default_config(self) -> DictConfig:
+        """The component's full default config, including ``name``."""
+        node = OmegaConf.structured(self.config_cls) if self.config_cls else OmegaConf.create({})
+        out = OmegaConf.create({"name": self.name})
+        return OmegaConf.merge(out, node)
+
+
+def _origin_of(obj: Any) -> str:
+    module = inspect.getmodule(obj)
+    modname = module.__name__ if module else "?"
+    try:
+        path = inspect.getsourcefile(obj) or "?"
+    except TypeError:
+        path = "?"
+    return f"{modname}.{obj.__qualname__} ({path})"
+
+
+def _first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry(Generic[T]):
+    """A registry of one kind of component.
+
+    Args:
+        kind: singular name used in messages, e.g. ``"encoder"``.
+        config_key: where the component's config lives in an experiment, e.g. ``"model.encoder"``.
+        base: when given, registered classes must subclass it.
+        builtins: modules imported on first lookup; they register the built-in components.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        config_key: str,
+        base: type | None = None,
+        builtins: Iterable[str] = (),
+    ) -> None:
+        self.kind = kind
+        self.config_key = config_key
+        self.base = base
+        self._builtins = list(builtins)
+        self._entries: dict[str, Entry[T]] = {}
+        self._loaded = False
+
+    # -- registration -------------------------------------------------------------------------
+    def register(
+        self, name: str, *, description: str | None = None, override: bool = False
+    ) -> Callable[[type[T]], type[T]]:
+        """Class decorator: ``@ENCODERS.register("cnn")``.
+
+        Registering a name twice is an error naming both origins, unless ``override=True``.
+        """
+
+        def deco(obj: type[T]) -> type[T]:
+            if self.base is not None and not (inspect.isclass(obj) and issubclass(obj, self.base)):
+                raise RegistryError(
+                    f"Cannot register {obj!r} as {self.kind} '{name}': it must subclass "
+                    f"{self.base.__module__}.{self.base.__qualname__}."
+                )
+            origin = _origin_of(obj)
+            if name in self._entries and not override:
+                prev = self._entries[name]
+                if prev.origin != origin:
+                    raise RegistryError(
+                        f"{self.kind} '{name}' is registered twice: by {prev.origin} and by {origin}. "
+                        f"Rename one of them, or pass override=True to replace the first on purpose."
+                    )
+            config_cls = getattr(obj, "Config", None)
+            if config_cls is not None and not dataclasses.is_dataclass(config_cls):
+                raise RegistryError(f"{origin}: its Config attribute must be a dataclass.")
+            self._entries[name] = Entry(
+                name=name,
+                obj=obj,
+                config_cls=config_cls,
+                description=description or _first_doc_line(obj),
+                origin=origin,
+            )
+            return obj
+
+        return deco
+
+    # -- lookup -------------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self._builtins:
+            importlib.import_module(mod)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching a shell-style wildcard, sorted."""
+        self._ensure_loaded()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self, pattern: str = "*") -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_loaded()
+        return name in self._entries
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry for ``name``; an unknown name fails with the valid names and a did-you-mean."""
+        self._ensure_loaded()
+        if name not in self._entries:
+            valid = sorted(self._entries)
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise RegistryError(
+                f"Unknown {self.kind} '{name}' (at {self.config_key}.name).{hint} "
+                f"Valid {self.kind} names: {', '.join(valid) or '(none)'}. "
+                f"Run `fusionbench list {self.kind}s` to see them with descriptions."
+            )
+        return self._entries[name]
+
+    # -- configs ------------------------------------------------------------------------------
+    def resolve_config(self, node: Any, key: str | None = None) -> DictConfig:
+        """Validate a component node against its config dataclass and fill in defaults.
+
+        Unknown keys and wrong types fail with the full key path (e.g. ``model.encoder.depth``).
+        """
+        key = key or self.config_key
+        if node is None:
+            raise ConfigError(f"{key} is missing: give at least `{key}.name`.")
+        if isinstance(node, str):
+            node = {"name": node}
+        if not isinstance(node, (dict, DictConfig)):
+            raise ConfigError(f"{key} must be a mapping with a `name` key, got {node!r}.")
+        node = OmegaConf.create(node) if isinstance(node, dict) else node
+        name = node.get("name")
+        if name is None:
+            raise ConfigError(f"{key}.name is missing. Valid {self.kind} names: {', '.join(self.names())}.")
+        entry = self.get(str(name))
+        options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "name"}
+        defaults = entry.default_config()
+        for k in options:
+            if k not in defaults:
+                valid = [x for x in defaults if x != "name"]
+                close = difflib.get_close_matches(k, valid, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(
+                    f"Unknown key {key}.{k} for {self.kind} '{name}'.{hint} "
+                    f"Valid keys: {', '.join(valid) or '(none)'}."
+                )
+        try:
+            merged = OmegaConf.merge(defaults, options)
+        except OmegaConfBaseException as err:
+            bad = getattr(err, "full_key", "") or ""
+            raise ConfigError(
+                f"Invalid value for {key}.{bad} ({self.kind} '{name}'): {getattr(err, 'msg', err)}"
+            ) from None
+        return merged
+
+    def build(self, node: Any, key: str | None = None, **kwargs: Any) -> T:
+        """Construct the component named by ``node.name`` with its validated config."""
+        cfg = self.resolve_config(node, key)
+        entry = self.get(cfg.name)
+        options = OmegaConf.to_object(cfg)
+        options.pop("name", None)
+        config = entry.config_cls(**options) if entry.config_cls else None
+        return entry.obj(config, **kwargs) if entry.config_cls else entry.obj(**kwargs)
