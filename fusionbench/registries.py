@@ -10,7 +10,9 @@ from fusionbench.registry import Registry
 
 ENCODERS: Registry = Registry("encoder", "model.encoder", builtins=["fusionbench.encoders.cnn"])
 FUSIONS: Registry = Registry(
-    "fusion", "model.fusion", builtins=["fusionbench.fusion.early", "fusionbench.fusion.late", "fusionbench.fusion.attention"]
+    "fusion",
+    "model.fusion",
+    builtins=["fusionbench.fusion.early", "fusionbench.fusion.late", "fusionbench.fusion.attention"],
 )
 DECODERS: Registry = Registry("decoder", "model.decoder", builtins=["fusionbench.decoders.lstm"])
 DATASETS: Registry = Registry("dataset", "data", builtins=["fusionbench.data.shapes"])

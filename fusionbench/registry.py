@@ -194,11 +194,15 @@ class Registry(Generic[T]):
             ) from None
         return merged
 
-    def build(self, node: Any, key: str | None = None, **kwargs: Any) -> T:
-        """Construct the component named by ``node.name`` with its validated config."""
+    def config_object(self, node: Any, key: str | None = None) -> tuple[Entry[T], Any]:
+        """The entry and an instance of its config dataclass built from a validated node."""
         cfg = self.resolve_config(node, key)
         entry = self.get(cfg.name)
-        options = OmegaConf.to_object(cfg)
+        options = OmegaConf.to_container(cfg, resolve=True)
         options.pop("name", None)
-        config = entry.config_cls(**options) if entry.config_cls else None
+        return entry, (entry.config_cls(**options) if entry.config_cls else None)
+
+    def build(self, node: Any, key: str | None = None, **kwargs: Any) -> T:
+        """Construct the component named by ``node.name`` with its validated config."""
+        entry, config = self.config_object(node, key)
         return entry.obj(config, **kwargs) if entry.config_cls else entry.obj(**kwargs)

@@ -1,0 +1,142 @@
+"""From dataset splits to batches: the Lightning data module every experiment uses.
+
+Training iterates over images and uses every reference caption of each image in the same step
+(all five COCO-style references per epoch, as usual) while the encoder runs once per image: the
+batch carries ``caption_index``, the image row of each caption, and the model repeats the visual
+context per caption. That is 5x fewer encoder passes than iterating over (image, caption) pairs.
+Evaluation iterates over images. Captions
+are encoded with the *decoder's* tokenizer, so word-level and WordPiece decoders read the same
+data. Images travel as uint8 and become float ``[0, 1]`` in the batch; each encoder normalises
+them itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fusionbench.data.base import CaptionDataset, CaptionSplit
+
+
+class CaptionedImages(Dataset):
+    """Every image of a split with all its reference captions, pre-encoded."""
+
+    def __init__(self, split: CaptionSplit, tokenizer, max_words: int) -> None:
+        self.split = split
+        self.ids = [[tokenizer.encode(c, max_words) for c in caps] for caps in split.captions]
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = _image_item(self.split, index)
+        item["input_ids"] = self.ids[index]
+        return item
+
+
+class CaptionImages(Dataset):
+    """Every image of a split once (for decoding and scoring)."""
+
+    def __init__(self, split: CaptionSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _image_item(self.split, index)
+
+
+def _image_item(split: CaptionSplit, i: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"image": split.load_image(i), "image_id": int(split.image_ids[i])}
+    if split.boxes is not None:
+        item["boxes"] = split.boxes[i]
+    return item
+
+
+class Collate:
+    """Stack images to float ``[B, 3, H, W]`` in ``[0, 1]``; captions to right-padded ``input_ids``
+    ``[C, T]`` with ``caption_index`` ``[C]`` giving each caption's image row."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        images = (
+            torch.from_numpy(np.stack([it["image"] for it in items])).permute(0, 3, 1, 2).float().div_(255.0)
+        )
+        batch: dict[str, Any] = {
+            "images": images.contiguous(),
+            "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),
+            "boxes": [torch.as_tensor(it["boxes"], dtype=torch.float32) for it in items]
+            if "boxes" in items[0]
+            else None,
+        }
+        if "input_ids" in items[0]:
+            captions = [(row, c) for row, it in enumerate(items) for c in it["input_ids"]]
+            longest = max(len(c) for _, c in captions)
+            ids = torch.full((len(captions), longest), self.pad_id, dtype=torch.long)
+            for n, (_, c) in enumerate(captions):
+                ids[n, : len(c)] = torch.tensor(c, dtype=torch.long)
+            batch["input_ids"] = ids
+            batch["caption_index"] = torch.tensor([row for row, _ in captions], dtype=torch.long)
+        return batch
+
+
+class CaptionDataModule(pl.LightningDataModule):
+    """Train pairs, validation images and one test loader per evaluation split."""
+
+    def __init__(
+        self,
+        dataset: CaptionDataset,
+        tokenizer,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        max_words: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.max_words = max_words
+        self.seed = seed
+        self.collate = Collate(tokenizer.pad_id)
+        self.eval_split_names = dataset.eval_splits()
+
+    def split(self, name: str) -> CaptionSplit:
+        return self.dataset.split(name)
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=gen,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            CaptionedImages(self.split("train"), self.tokenizer, self.max_words), self.batch_size, True
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(CaptionImages(self.split("val")), self.eval_batch_size, False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [
+            self._loader(CaptionImages(self.split(s)), self.eval_batch_size, False)
+            for s in self.eval_split_names
+        ]

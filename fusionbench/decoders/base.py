@@ -1,0 +1,72 @@
+"""The decoder contract: teacher forcing, incremental steps with state, and a vocabulary head.
+
+A decoder consumes whatever its fusion provides in the ``FusedContext`` (a prefix in its input
+stream, a memory to attend over, an initial-state vector) and produces hidden states of width
+``d_model``; ``CaptioningModel`` applies the fusion's ``combine`` and then ``lm_head``.
+Greedy and beam search are written once (``fusionbench.decoding``) over ``init_state``/``step``/
+``reorder_state``, so every decoder gets the same decoding.
+
+State is a dict of tensors whose first dimension is the batch, so beam search can reorder any
+decoder's state (LSTM hidden/cell, Transformer or BERT key-value cache) the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from fusionbench.fusion.base import FusedContext, Fusion
+
+State = dict[str, Any]
+
+
+class Decoder(nn.Module):
+    """Base class of registered decoders. Subclasses declare a ``Config`` dataclass."""
+
+    def __init__(self, config, *, d_model: int, tokenizer, fusion: type[Fusion] | Fusion) -> None:
+        super().__init__()
+        self.config = config
+        self.d_model = d_model
+        self.tokenizer = tokenizer
+        self.uses_prefix = fusion.uses_prefix
+        self.uses_memory = fusion.uses_memory
+        self.uses_init = fusion.uses_init
+
+    @classmethod
+    def build_tokenizer(cls, config, captions: list[str], min_count: int):
+        """The tokenizer this decoder writes with, fitted on the train captions if it needs to be."""
+        from fusionbench.text import WordVocab
+
+        return WordVocab.build(captions, min_count=min_count)
+
+    def forward(self, input_ids: Tensor, ctx: FusedContext) -> tuple[Tensor, dict[str, Tensor]]:
+        """Teacher forcing: hidden states ``[B, T, D]`` at the word positions, and extras
+        (``attention`` ``[B, T, N]`` where the decoder attends, ``aux_loss`` where it has one)."""
+        raise NotImplementedError
+
+    def init_state(self, ctx: FusedContext) -> State:
+        """State before the first word (the prefix, if any, already consumed)."""
+        raise NotImplementedError
+
+    def step(self, last_ids: Tensor, state: State, ctx: FusedContext) -> tuple[Tensor, State]:
+        """One incremental step: hidden ``[B, D]`` for ``last_ids`` ``[B]`` and the new state."""
+        raise NotImplementedError
+
+    def reorder_state(self, state: State, index: Tensor) -> State:
+        """Select rows ``index`` of every state tensor (beam search)."""
+        return {k: _index(v, index) for k, v in state.items()}
+
+    def lm_head(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits from (fused) hidden states."""
+        return self.head(hidden)
+
+
+def _index(value: Any, index: Tensor) -> Any:
+    if isinstance(value, Tensor):
+        return value.index_select(0, index)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_index(v, index) for v in value)
+    if isinstance(value, dict):
+        return {k: _index(v, index) for k, v in value.items()}
+    return value

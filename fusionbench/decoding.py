@@ -1,0 +1,136 @@
+"""Greedy and batched beam search, written once over the decoder step interface.
+
+Any ``CaptioningModel`` decodes through ``start(ctx) -> state`` and
+``step_logprobs(last_ids, state, ctx) -> (log-probs [B, V], state)``, so LSTM, Transformer and
+BERT decoders share one implementation. Beam search is batched over images x beams (one step
+call per time step for the whole batch) and keeps finished beams in the beam set with a frozen
+score, so ``beam_size=1`` is exactly greedy. Beams are ranked by their summed log-probability;
+the final choice among a image's beams divides by ``length ** length_penalty`` (0 = no
+normalisation, as in most captioning code bases). ``no_repeat_ngram=n`` forbids any n-gram to
+occur twice in a caption (Paulus et al., 2018), the usual cure for "a red circle a red circle".
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from fusionbench.fusion.base import FusedContext
+
+
+class Steppable(Protocol):
+    def start(self, ctx: FusedContext) -> dict: ...
+    def step_logprobs(self, last_ids: Tensor, state: dict, ctx: FusedContext) -> tuple[Tensor, dict]: ...
+    def reorder(self, state: dict, index: Tensor) -> dict: ...
+
+
+def _block_ngrams(logp: Tensor, seqs: Tensor, n: int) -> Tensor:
+    """Set to -inf every token that would complete an n-gram already present in ``seqs``."""
+    t = seqs.shape[1]
+    if n <= 0 or t < n:
+        return logp
+    windows = seqs.unfold(1, n, 1)  # [R, t-n+1, n]
+    if n == 1:
+        banned_mask = torch.ones(windows.shape[:2], dtype=torch.bool, device=seqs.device)
+    else:
+        suffix = seqs[:, t - n + 1 :].unsqueeze(1)  # [R, 1, n-1]
+        banned_mask = (windows[:, :, :-1] == suffix).all(-1)  # [R, W]
+    rows, cols = banned_mask.nonzero(as_tuple=True)
+    if rows.numel():
+        logp = logp.clone()
+        logp[rows, windows[rows, cols, -1]] = float("-inf")
+    return logp
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Steppable,
+    ctx: FusedContext,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_len: int,
+    no_repeat_ngram: int = 0,
+) -> Tensor:
+    """Most probable next word at each step; ``[B, L]`` ids ending in ``eos`` (then ``pad``)."""
+    b = ctx.batch_size
+    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    state = model.start(ctx)
+    last = torch.full((b,), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(b, dtype=torch.bool, device=device)
+    seqs = torch.empty(b, 0, dtype=torch.long, device=device)
+    for t in range(max_len + 1):
+        logp, state = model.step_logprobs(last, state, ctx)
+        logp = _block_ngrams(logp, seqs, no_repeat_ngram)
+        if t == max_len:  # the caption must end here
+            logp = torch.full_like(logp, float("-inf")).index_fill(
+                1, torch.tensor([eos_id], device=device), 0.0
+            )
+        nxt = logp.argmax(-1)
+        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+        seqs = torch.cat([seqs, nxt.unsqueeze(1)], 1)
+        finished |= nxt == eos_id
+        if bool(finished.all()):
+            break
+        last = nxt
+    return seqs
+
+
+@torch.no_grad()
+def beam_search(
+    model: Steppable,
+    ctx: FusedContext,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_len: int,
+    beam_size: int = 3,
+    length_penalty: float = 0.0,
+    no_repeat_ngram: int = 0,
+) -> Tensor:
+    """Batched beam search; returns the best ``[B, L]`` ids per image."""
+    b, k = ctx.batch_size, beam_size
+    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    expand = torch.arange(b, device=device).repeat_interleave(k)
+    ctx = ctx.index_select(expand)
+    state = model.start(ctx)
+    scores = torch.zeros(b, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: keep only the first alive
+    last = torch.full((b * k,), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(b * k, dtype=torch.bool, device=device)
+    seqs = torch.empty(b * k, 0, dtype=torch.long, device=device)
+    lengths = torch.zeros(b * k, device=device)
+    for t in range(max_len + 1):
+        logp, state = model.step_logprobs(last, state, ctx)  # [B*K, V]
+        vocab = logp.shape[-1]
+        logp = _block_ngrams(logp, seqs, no_repeat_ngram)
+        if t == max_len:
+            logp = torch.full_like(logp, float("-inf")).index_fill(
+                1, torch.tensor([eos_id], device=device), 0.0
+            )
+        # a finished beam can only continue with pad at no cost
+        frozen = torch.full_like(logp, float("-inf"))
+        frozen[:, pad_id] = 0.0
+        logp = torch.where(finished.unsqueeze(1), frozen, logp)
+        cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top_scores, top_idx = cand.topk(k, dim=1)  # ties resolved like argmax: lowest index first
+        beam_idx = top_idx // vocab
+        tokens = top_idx % vocab
+        src = (torch.arange(b, device=device).unsqueeze(1) * k + beam_idx).view(-1)
+        tokens = tokens.view(-1)
+        seqs = torch.cat([seqs.index_select(0, src), tokens.unsqueeze(1)], 1)
+        prev_finished = finished.index_select(0, src)
+        lengths = lengths.index_select(0, src) + (~prev_finished).float()
+        finished = prev_finished | (tokens == eos_id)
+        scores = top_scores
+        state = model.reorder(state, src)
+        if bool(finished.all()):
+            break
+        last = tokens
+    norm = scores.view(-1) / lengths.clamp(min=1).pow(length_penalty) if length_penalty else scores.view(-1)
+    best = norm.view(b, k).argmax(1)
+    return seqs.view(b, k, -1)[torch.arange(b, device=device), best]

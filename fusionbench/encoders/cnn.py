@@ -1,0 +1,71 @@
+"""CNN grid features: any timm CNN, its feature map flattened into a grid of visual tokens.
+
+Follows Show, Attend and Tell (Xu et al., 2015): the convolutional feature map at a chosen stride
+is a set of "annotation vectors", one per grid cell, and a global average pool gives the
+image vector. A fixed 2-D sine-cosine encoding is added so that flattened tokens keep their
+position (what makes "left of"/"above" learnable under attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fusionbench.encoders.backbone import create_backbone
+from fusionbench.encoders.base import Encoder, VisualFeatures, sincos_2d
+from fusionbench.errors import ConfigError
+from fusionbench.registries import ENCODERS
+
+
+@ENCODERS.register("cnn")
+class CNNEncoder(Encoder):
+    """Grid features from a timm CNN feature map (Show, Attend and Tell)."""
+
+    @dataclass
+    class Config:
+        model_name: str = "resnet18"
+        pretrained: Any = False
+        freeze: bool = False
+        feature_stride: int = 16
+        position_encoding: bool = True
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        probe = create_backbone(config.model_name, False, "model.encoder", features_only=True)
+        strides = probe.feature_info.reduction()
+        if config.feature_stride not in strides:
+            raise ConfigError(
+                f"model.encoder.feature_stride={config.feature_stride} is not available for "
+                f"'{config.model_name}'; choose one of {strides}."
+            )
+        index = strides.index(config.feature_stride)
+        self.backbone = create_backbone(
+            config.model_name, config.pretrained, "model.encoder", features_only=True, out_indices=(index,)
+        )
+        self.out_dim = self.backbone.feature_info.channels()[-1]
+        data_cfg = self.backbone.pretrained_cfg or {}
+        if "mean" in data_cfg and "std" in data_cfg:
+            self.set_normalization(data_cfg["mean"], data_cfg["std"])
+        if config.freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze:
+            self.backbone.eval()  # frozen BatchNorm statistics stay fixed
+        return self
+
+    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+        fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]
+        b, c, h, w = fmap.shape
+        tokens = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
+        pooled = tokens.mean(dim=1)
+        if self.config.position_encoding and c % 4 == 0:
+            tokens = tokens + sincos_2d(h, w, c, device=fmap.device).to(tokens.dtype)
+        mask = torch.ones(b, h * w, dtype=torch.bool, device=fmap.device)
+        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)

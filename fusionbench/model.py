@@ -1,0 +1,143 @@
+"""``CaptioningModel``: encoder -> fusion -> decoder, a plain ``nn.Module``.
+
+Kept apart from the training loop so it can be used, exported and tested without Lightning
+(HF's VisionEncoderDecoderModel shows the value of one projection between any encoder and any
+decoder; ours also serves decoders without cross-attention, through the fusion contract).
+The framework, not each encoder, projects visual features to the decoder width ``d_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from fusionbench.decoders.base import Decoder
+from fusionbench.decoding import beam_search, greedy_search
+from fusionbench.encoders.base import Encoder, VisualFeatures
+from fusionbench.fusion.base import FusedContext, Fusion
+from fusionbench.registries import DECODERS, ENCODERS, FUSIONS
+
+
+class CaptioningModel(nn.Module):
+    """An image captioner assembled from one encoder, one fusion strategy and one decoder."""
+
+    def __init__(self, encoder: Encoder, fusion: Fusion, decoder: Decoder, d_model: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.fusion = fusion
+        self.decoder = decoder
+        self.d_model = d_model
+        self.token_proj = nn.Sequential(nn.Linear(encoder.out_dim, d_model), nn.LayerNorm(d_model))
+        self.pooled_proj = nn.Sequential(nn.Linear(encoder.out_dim, d_model), nn.LayerNorm(d_model))
+
+    @property
+    def tokenizer(self):
+        return self.decoder.tokenizer
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def encode(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+        """Visual features projected to ``d_model``."""
+        vis = self.encoder(images, boxes)
+        return VisualFeatures(
+            tokens=self.token_proj(vis.tokens),
+            mask=vis.mask,
+            pooled=self.pooled_proj(vis.pooled),
+            boxes=vis.boxes,
+        )
+
+    def context(self, images: Tensor, boxes: list[Tensor] | None = None) -> FusedContext:
+        return self.fusion.prepare(self.encode(images, boxes))
+
+    def logits(self, hidden: Tensor, ctx: FusedContext) -> Tensor:
+        return self.decoder.lm_head(self.fusion.combine(hidden, ctx))
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        boxes: list[Tensor] | None = None,
+        caption_index: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Teacher forcing: next-word logits ``[C, T, V]`` at every position of ``input_ids`` ``[C, T]``.
+
+        ``caption_index`` ``[C]`` names the image row of each caption, so several captions of one
+        image share a single encoder pass; without it captions and images correspond one to one.
+        """
+        ctx = self.context(images, boxes)
+        if caption_index is not None:
+            ctx = ctx.index_select(caption_index)
+        hidden, extras = self.decoder(input_ids, ctx)
+        return self.logits(hidden, ctx), extras
+
+    # -- decoding interface (fusionbench.decoding) ----------------------------------------------
+    def start(self, ctx: FusedContext) -> dict:
+        return self.decoder.init_state(ctx)
+
+    def step_logprobs(self, last_ids: Tensor, state: dict, ctx: FusedContext) -> tuple[Tensor, dict]:
+        hidden, state = self.decoder.step(last_ids, state, ctx)
+        return torch.log_softmax(self.logits(hidden, ctx).float(), dim=-1), state
+
+    def reorder(self, state: dict, index: Tensor) -> dict:
+        return self.decoder.reorder_state(state, index)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Tensor,
+        boxes: list[Tensor] | None = None,
+        *,
+        beam_size: int = 1,
+        max_len: int = 20,
+        length_penalty: float = 0.0,
+        no_repeat_ngram: int = 0,
+        strategy: str | None = None,
+    ) -> Tensor:
+        """Caption ids ``[B, L]`` (greedy when ``beam_size == 1`` or ``strategy == 'greedy'``)."""
+        ctx = self.context(images, boxes)
+        tok = self.tokenizer
+        common = dict(
+            bos_id=tok.bos_id,
+            eos_id=tok.eos_id,
+            pad_id=tok.pad_id,
+            max_len=max_len,
+            no_repeat_ngram=no_repeat_ngram,
+        )
+        if strategy == "greedy" or (strategy is None and beam_size == 1):
+            return greedy_search(self, ctx, **common)
+        return beam_search(self, ctx, beam_size=beam_size, length_penalty=length_penalty, **common)
+
+    def caption(self, images: Tensor, boxes: list[Tensor] | None = None, **kwargs: Any) -> list[str]:
+        """Plain-text captions for a batch of images (float RGB in [0, 1])."""
+        ids = self.generate(images, boxes, **kwargs)
+        return [self.tokenizer.decode(row.tolist()) for row in ids]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per component (projections counted with the encoder side) and in total."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        out = {
+            "encoder": count(self.encoder),
+            "projection": count(self.token_proj) + count(self.pooled_proj),
+            "fusion": count(self.fusion),
+            "decoder": count(self.decoder),
+        }
+        out["total"] = sum(out.values())
+        out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return out
+
+
+def build_tokenizer(model_cfg: DictConfig, captions: list[str], min_count: int):
+    """The decoder's tokenizer, fitted on train captions (a word vocabulary, or BERT's WordPiece)."""
+    entry, dec_cfg = DECODERS.config_object(model_cfg.decoder)
+    return entry.obj.build_tokenizer(dec_cfg, captions, min_count)
+
+
+def build_model(model_cfg: DictConfig, tokenizer) -> CaptioningModel:
+    """Assemble a ``CaptioningModel`` from the ``model`` section of a validated experiment config."""
+    d_model = int(model_cfg.d_model)
+    encoder = ENCODERS.build(model_cfg.encoder)
+    fusion = FUSIONS.build(model_cfg.fusion, d_model=d_model)
+    decoder = DECODERS.build(model_cfg.decoder, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
+    return CaptioningModel(encoder, fusion, decoder, d_model)

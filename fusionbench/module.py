@@ -1,0 +1,149 @@
+"""``CaptionModule``: the Lightning training loop around a ``CaptioningModel``.
+
+Lightning owns devices, precision, DDP, checkpoints and progress bars; this module owns the loss
+(cross-entropy with optional label smoothing, plus a decoder's auxiliary loss such as Show,
+Attend and Tell's attention regulariser), the optimiser (AdamW, linear warmup then cosine decay)
+and evaluation: validation decodes greedily and scores with coco-caption metrics every epoch;
+test decodes with the configured beam search on every evaluation split.
+Structure after lightning-hydra-template: one metric object per split, ``self.log("val/CIDEr")``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from fusionbench.metrics import CaptionMetric
+from fusionbench.model import CaptioningModel
+
+
+class CaptionModule(pl.LightningModule):
+    """Trains and evaluates one encoder x fusion x decoder combination."""
+
+    def __init__(
+        self,
+        model: CaptioningModel,
+        cfg: DictConfig,
+        references: dict[str, dict[int, list[str]]],
+        eval_splits: list[str],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.eval_splits = list(eval_splits)
+        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
+        self.val_metric = CaptionMetric(references["val"], spice=False)  # SPICE (if installed) only at test
+        self.test_metrics = nn.ModuleList([CaptionMetric(references[s]) for s in self.eval_splits])
+        self.best_val: dict[str, float] = {}
+        self.val_history: list[dict[str, float]] = []
+        self.test_results: dict[str, Any] = {}
+        self._test_time = [0.0] * len(self.eval_splits)
+        self._test_images = [0] * len(self.eval_splits)
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        ids = batch["input_ids"]
+        logits, extras = self.model(batch["images"], ids[:, :-1], batch["boxes"], batch.get("caption_index"))
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            ids[:, 1:].reshape(-1),
+            ignore_index=self.model.tokenizer.pad_id,
+            label_smoothing=float(self.cfg.optim.label_smoothing),
+        )
+        self.log("train/ce", loss, prog_bar=False, batch_size=ids.shape[0])
+        if "aux_loss" in extras:
+            loss = loss + extras["aux_loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=ids.shape[0])
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=ids.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        oc = self.cfg.optim
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or "norm" in name.lower() or "embed" in name.lower() else decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": oc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=oc.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(int(oc.warmup_steps), total // 2)
+        schedule = str(oc.schedule)
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _decode(self, batch: dict[str, Any], beam_size: int) -> list[str]:
+        dc = self.cfg.decoding
+        return self.model.caption(
+            batch["images"],
+            batch["boxes"],
+            beam_size=beam_size,
+            max_len=int(dc.max_len),
+            length_penalty=float(dc.length_penalty),
+            no_repeat_ngram=int(dc.no_repeat_ngram),
+        )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hyps = self._decode(batch, int(self.cfg.decoding.val_beam_size))
+        self.val_metric.update(batch["image_ids"], hyps)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.val_metric.reset()
+            return
+        scores = self.val_metric.compute()
+        self.val_metric.reset()
+        for key, value in scores.items():
+            self.log(f"val/{key}", float(value), prog_bar=key == "CIDEr", sync_dist=False)
+        record = {"epoch": int(self.current_epoch), **{k: float(v) for k, v in scores.items()}}
+        self.val_history.append(record)
+        if not self.best_val or record["CIDEr"] > self.best_val["CIDEr"]:
+            self.best_val = record
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        start = time.perf_counter()
+        hyps = self._decode(batch, int(self.cfg.decoding.beam_size))
+        self._test_time[dataloader_idx] += time.perf_counter() - start
+        self._test_images[dataloader_idx] += len(hyps)
+        self.test_metrics[dataloader_idx].update(batch["image_ids"], hyps)
+
+    def on_test_epoch_end(self) -> None:
+        for i, split in enumerate(self.eval_splits):
+            metric = self.test_metrics[i]
+            scores = metric.compute()
+            for key, value in scores.items():
+                self.log(f"{split}/{key}", float(value), sync_dist=False, add_dataloader_idx=False)
+            self.test_results[split] = {
+                "scores": metric.last_result,
+                "predictions": dict(metric.last_predictions),
+                "ms_per_image": 1000.0 * self._test_time[i] / max(1, self._test_images[i]),
+            }
+            metric.reset()
+
+    # -- checkpoint carries what is needed to rebuild the model elsewhere ----------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["fusionbench"] = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "tokenizer": self.model.tokenizer.to_dict(),
+        }

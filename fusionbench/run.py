@@ -1,0 +1,170 @@
+"""Run one experiment: build data and model from a validated config, train, test, write results.
+
+A run writes ``<output_dir>/<name>/<run_name>/``: ``config.yaml`` (resolved), ``vocab.json``,
+``metrics.json`` (val and every evaluation split's scores on coco-caption's raw scale, parameter
+counts per component, training images/s, inference ms/image, wall time), ``predictions.json``
+(COCO results format for the test split; other evaluation splits get
+``predictions_<split>.json``) and ``checkpoints/best.ckpt``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fusionbench.data.module import CaptionDataModule
+from fusionbench.io import atomic_write_json, atomic_write_text
+from fusionbench.model import build_model, build_tokenizer
+from fusionbench.module import CaptionModule
+from fusionbench.registries import DATASETS
+
+SCALE_NOTE = (
+    "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
+    "CIDEr-D (~0-10) with document frequencies from the evaluated references. Tables show x100."
+)
+
+
+class ThroughputMeter(pl.Callback):
+    """Steady-state training images/s: batches after the first ``warmup`` of a fit are timed."""
+
+    def __init__(self, warmup: int = 3) -> None:
+        self.warmup = warmup
+        self.seen_batches = 0
+        self.images = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen_batches += 1
+        if self.seen_batches > self.warmup:
+            self.seconds += time.perf_counter() - self._start
+            self.images += int(batch["images"].shape[0])
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 else None
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    m = cfg.model
+    return f"{m.encoder.name}-{m.fusion.name}-{m.decoder.name}-s{cfg.seed}"
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    return Path(cfg.output_dir) / str(cfg.name) / str(cfg.run_name or default_run_name(cfg))
+
+
+def _predictions_json(predictions: dict[int, str]) -> list[dict[str, Any]]:
+    return [{"image_id": int(i), "caption": c} for i, c in sorted(predictions.items())]
+
+
+def run_experiment(cfg: DictConfig, *, progress: bool | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the content written to ``metrics.json``."""
+    wall_start = time.perf_counter()
+    run_dir = run_dir_for(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    dataset = DATASETS.build(cfg.data)
+    train = dataset.split("train")
+    tokenizer = build_tokenizer(
+        cfg.model, [c for caps in train.captions for c in caps], int(cfg.text.min_count)
+    )
+    atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
+    model = build_model(cfg.model, tokenizer)
+    datamodule = CaptionDataModule(
+        dataset,
+        tokenizer,
+        batch_size=int(cfg.loader.batch_size),
+        eval_batch_size=int(cfg.loader.eval_batch_size),
+        num_workers=int(cfg.loader.num_workers),
+        max_words=int(cfg.text.max_words),
+        seed=int(cfg.seed),
+    )
+    eval_splits = dataset.eval_splits()
+    references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
+    module = CaptionModule(model, cfg, references, eval_splits)
+
+    tc = cfg.trainer
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val/CIDEr",
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
+    meter = ThroughputMeter()
+    show = bool(tc.enable_progress_bar) if progress is None else progress
+    callbacks: list[pl.Callback] = [checkpoint, meter]
+    if show:
+        callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+    trainer = pl.Trainer(
+        max_epochs=int(tc.max_epochs),
+        accelerator=str(tc.accelerator),
+        devices=tc.devices,
+        precision=tc.precision,
+        limit_train_batches=tc.limit_train_batches,
+        limit_val_batches=tc.limit_val_batches,
+        check_val_every_n_epoch=int(tc.check_val_every_n_epoch),
+        log_every_n_steps=int(tc.log_every_n_steps),
+        gradient_clip_val=float(cfg.optim.grad_clip) or None,
+        deterministic=bool(tc.deterministic),
+        default_root_dir=str(run_dir),
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=show,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    fit_start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - fit_start
+    trainer.test(
+        module, datamodule=datamodule, ckpt_path="best" if checkpoint.best_model_path else None, verbose=False
+    )
+
+    metrics: dict[str, Any] = {
+        "experiment": str(cfg.name),
+        "run_name": run_dir.name,
+        "seed": int(cfg.seed),
+        "status": "completed",
+        "components": {
+            "dataset": str(cfg.data.name),
+            "encoder": str(cfg.model.encoder.name),
+            "fusion": str(cfg.model.fusion.name),
+            "decoder": str(cfg.model.decoder.name),
+        },
+        "scale": SCALE_NOTE,
+        "val": module.best_val,
+        "val_history": module.val_history,
+    }
+    for split, result in module.test_results.items():
+        metrics[split] = result["scores"].to_dict()
+    metrics["params"] = model.parameter_counts()
+    metrics["cost"] = {
+        "train_images_per_s": meter.images_per_second,
+        "inference_ms_per_image": {s: r["ms_per_image"] for s, r in module.test_results.items()},
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "epochs": int(trainer.current_epoch),
+    }
+    metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
+    for split, result in module.test_results.items():
+        name = "predictions.json" if split == "test" else f"predictions_{split}.json"
+        atomic_write_json(run_dir / name, _predictions_json(result["predictions"]))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    metrics["run_dir"] = str(run_dir)
+    return metrics
