@@ -21,15 +21,74 @@ out = Console()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from fusionbench.grid import is_grid_file
+
+    if is_grid_file(args.config):
+        return _run_grid(args)
+    if args.dry_run:
+        from fusionbench.config import load_config
+        from fusionbench.run import run_dir_for
+
+        out.print(f"1 run: {run_dir_for(load_config(args.config, args.overrides))}")
+        return 0
     from fusionbench.config import load_config
+    from fusionbench.metrics import check_java
     from fusionbench.run import run_experiment
 
     cfg = load_config(args.config, args.overrides)
-    from fusionbench.metrics import check_java
-
     check_java()
     metrics = run_experiment(cfg, progress=False if args.no_progress else None)
     _print_summary(metrics)
+    return 0
+
+
+def _run_grid(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from fusionbench.grid import load_grid
+    from fusionbench.metrics import check_java
+    from fusionbench.runner import run_grid
+
+    grid = load_grid(args.config, args.overrides, seeds=args.seeds)
+    if args.dry_run:
+        table = Table(title=f"grid '{grid.name}': {len(grid.cells)} cells -> {grid.results_dir}")
+        table.add_column("cell")
+        table.add_column("hash", style="dim")
+        table.add_column("assignment")
+        for cell in grid.cells:
+            table.add_row(cell.name, cell.hash, ", ".join(f"{k}={v}" for k, v in cell.assignment.items()))
+        out.print(table)
+        return 0
+    check_java()
+    summary = run_grid(grid, jobs=args.jobs, force=args.force, progress=not args.no_progress, console=console)
+    out.print(
+        f"grid '{grid.name}': {len(summary.completed)} run, {len(summary.skipped)} skipped (finished before), "
+        f"{len(summary.failed)} failed in {summary.seconds:.0f}s; results in {grid.results_dir / 'results.jsonl'}"
+    )
+    for name, error in summary.failed.items():
+        out.print(f"  [red]failed[/red] {name}: {error}", highlight=False)
+    if summary.interrupted:
+        console.print(
+            f"[yellow]interrupted during {summary.interrupted}; run the same command again to resume[/yellow]"
+        )
+        return 130
+    if args.leaderboard_dir and (summary.completed or summary.skipped):
+        from fusionbench.leaderboard import build_leaderboard
+
+        board = build_leaderboard(grid.results_dir, out_dir=args.leaderboard_dir, command=_command_line())
+        out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
+    return 1 if summary.failed else 0
+
+
+def _command_line() -> str:
+    return "fusionbench " + " ".join(sys.argv[1:])
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fusionbench.leaderboard import build_leaderboard
+
+    board = build_leaderboard(args.results, out_dir=args.out, name=args.name, command=_command_line())
+    out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
     return 0
 
 
@@ -112,7 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML, e.g. experiments/smoke.yaml")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.max_epochs=2")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (grid cells) without running them")
+    p.add_argument("--jobs", type=int, default=1, help="grid cells run in parallel processes (default 1)")
+    p.add_argument("--force", action="store_true", help="rerun grid cells that already finished")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", help="grid seeds, replacing grid.seeds (e.g. --seeds 0 1 2)"
+    )
+    p.add_argument(
+        "--leaderboard-dir", default="leaderboards", help="where a grid writes its leaderboard ('' = none)"
+    )
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "leaderboard", help="aggregate a grid's results into leaderboards/<benchmark>.md/.html/.csv"
+    )
+    p.add_argument("results", help="a grid results folder, e.g. runs/shapes-grid")
+    p.add_argument("--out", default="leaderboards", help="output folder (default leaderboards/)")
+    p.add_argument("--name", help="file name stem (default: the dataset name)")
+    p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser("validate", help="check an experiment config without running it")
     p.add_argument("config")

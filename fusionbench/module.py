@@ -146,4 +146,15 @@ class CaptionModule(pl.LightningModule):
         checkpoint["fusionbench"] = {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "tokenizer": self.model.tokenizer.to_dict(),
+            "val_history": self.val_history,
+            "best_val": self.best_val,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run keeps its validation history (and so its best epoch); loading the best
+        checkpoint for testing leaves the history of this run as it is."""
+        saved = checkpoint.get("fusionbench", {})
+        if self.val_history:
+            return
+        self.val_history = list(saved.get("val_history", []))
+        self.best_val = dict(saved.get("best_val", {}))

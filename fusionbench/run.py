@@ -4,7 +4,8 @@ A run writes ``<output_dir>/<name>/<run_name>/``: ``config.yaml`` (resolved), ``
 ``metrics.json`` (val and every evaluation split's scores on coco-caption's raw scale, parameter
 counts per component, training images/s, inference ms/image, wall time), ``predictions.json``
 (COCO results format for the test split; other evaluation splits get
-``predictions_<split>.json``) and ``checkpoints/best.ckpt``. Every file is written atomically.
+``predictions_<split>.json``), ``scores_<split>.json`` (per-image scores, for bootstrap intervals)
+and ``checkpoints/best.ckpt``. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -66,8 +67,18 @@ def _predictions_json(predictions: dict[int, str]) -> list[dict[str, Any]]:
     return [{"image_id": int(i), "caption": c} for i, c in sorted(predictions.items())]
 
 
-def run_experiment(cfg: DictConfig, *, progress: bool | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns the content written to ``metrics.json``."""
+def run_experiment(
+    cfg: DictConfig,
+    *,
+    progress: bool | None = None,
+    resume: bool = False,
+    callbacks: list[pl.Callback] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the content written to ``metrics.json``.
+
+    ``resume=True`` continues from ``checkpoints/last.ckpt`` when the run folder has one (the grid
+    uses this for a cell that was interrupted); otherwise training starts from scratch.
+    """
     wall_start = time.perf_counter()
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,14 +114,18 @@ def run_experiment(cfg: DictConfig, *, progress: bool | None = None) -> dict[str
         monitor="val/CIDEr",
         mode="max",
         save_top_k=1,
-        save_last=False,
+        save_last=True,
         enable_version_counter=False,
     )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not resume:
+        for stale in (last, run_dir / "checkpoints" / "best.ckpt"):
+            stale.unlink(missing_ok=True)
     meter = ThroughputMeter()
     show = bool(tc.enable_progress_bar) if progress is None else progress
-    callbacks: list[pl.Callback] = [checkpoint, meter]
+    all_callbacks: list[pl.Callback] = [checkpoint, meter, *(callbacks or [])]
     if show:
-        callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+        all_callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     trainer = pl.Trainer(
         max_epochs=int(tc.max_epochs),
         accelerator=str(tc.accelerator),
@@ -124,13 +139,14 @@ def run_experiment(cfg: DictConfig, *, progress: bool | None = None) -> dict[str
         deterministic=bool(tc.deterministic),
         default_root_dir=str(run_dir),
         logger=False,
-        callbacks=callbacks,
+        callbacks=all_callbacks,
         enable_progress_bar=show,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
     fit_start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    resuming = resume and last.is_file()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
     train_seconds = time.perf_counter() - fit_start
     trainer.test(
         module, datamodule=datamodule, ckpt_path="best" if checkpoint.best_model_path else None, verbose=False
@@ -160,11 +176,14 @@ def run_experiment(cfg: DictConfig, *, progress: bool | None = None) -> dict[str
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
         "epochs": int(trainer.current_epoch),
+        "resumed": resuming,
     }
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
     for split, result in module.test_results.items():
         name = "predictions.json" if split == "test" else f"predictions_{split}.json"
         atomic_write_json(run_dir / name, _predictions_json(result["predictions"]))
+        per_image = {str(i): s for i, s in sorted(result["scores"].per_image.items())}
+        atomic_write_json(run_dir / f"scores_{split}.json", per_image)
     atomic_write_json(run_dir / "metrics.json", metrics)
     metrics["run_dir"] = str(run_dir)
     return metrics

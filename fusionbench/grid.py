@@ -1,0 +1,237 @@
+"""Grids of experiments: a base experiment plus axes over any config key.
+
+A grid file is an experiment file with a ``grid:`` section::
+
+    base: smoke.yaml                 # the base experiment (any experiment keys may follow)
+    name: shapes-grid
+    grid:
+      axes:                          # cartesian product
+        model.encoder.name: [cnn, vit]
+        model.fusion.name: [early, late, attention]
+      zip:                           # each group varies its keys together (equal-length lists)
+        - {model.d_model: [128, 256], loader.batch_size: [32, 64]}
+      exclude: [{model.encoder.name: vit, model.fusion.name: late}]   # drop matching cells
+      include: [{model.encoder.name: cnn, model.fusion.name: early, optim.lr: 1.0e-4}]  # extra cells
+      seeds: [0, 1, 2]
+
+Every cell is composed and validated like a single experiment (same layering, same errors) before
+anything runs, gets a stable readable name (``cnn-attention-lstm-s1``: component names as they
+are, other keys as ``leaf=value``) and a hash of its resolved config, which decides whether a
+finished cell can be skipped when the grid is run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fusionbench.config import _layers, compose, parse_overrides
+from fusionbench.errors import ConfigError, FusionbenchError
+
+# keys that name where/how results are shown, not what is computed: excluded from the cell hash
+_NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar")
+
+
+@dataclass
+class Cell:
+    """One run of a grid: its assignment over the axes, its resolved config and hash."""
+
+    name: str
+    assignment: dict[str, Any]
+    config: DictConfig
+    hash: str
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.seed)
+
+
+@dataclass
+class Grid:
+    name: str
+    source: Path
+    cells: list[Cell]
+    output_dir: Path
+
+    @property
+    def results_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def is_grid_file(path: str | Path) -> bool:
+    """True when the experiment file (or one of its bases) has a ``grid:`` section."""
+    return any("grid" in layer for _, layer in _layers(Path(path)))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of everything in a resolved config that can change the results."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in _NOT_HASHED:
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _value_label(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        label = (
+            str(value.get("name", "")) or hashlib.sha1(repr(sorted(value.items())).encode()).hexdigest()[:6]
+        )
+        rest = {k: v for k, v in value.items() if k != "name"}
+        if rest:
+            label += "+" + hashlib.sha1(repr(sorted(rest.items())).encode()).hexdigest()[:6]
+    else:
+        label = str(value)
+    is_component = key.endswith(".name") or key in ("data", "model.encoder", "model.fusion", "model.decoder")
+    text = label if is_component else f"{key.rsplit('.', 1)[-1]}={label}"
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", text)
+
+
+def cell_name(assignment: dict[str, Any], seed: int) -> str:
+    parts = [_value_label(k, v) for k, v in assignment.items() if k != "seed"]
+    return "-".join([*parts, f"s{seed}"]) if parts else f"s{seed}"
+
+
+def _check_list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of values, got {value!r}.")
+    if not value:
+        raise ConfigError(f"{where} is empty: give at least one value, or remove the axis.")
+    return value
+
+
+def expand(spec: dict, source: str) -> list[dict[str, Any]]:
+    """The assignments (dotted key -> value, plus ``seed``) a grid spec describes, in order."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: `grid:` must be a mapping with axes/zip/include/exclude/seeds.")
+    unknown = set(spec) - {"axes", "zip", "include", "exclude", "seeds"}
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds."
+        )
+    axes = spec.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{source}: grid.axes must map config keys to lists of values.")
+    factors: list[list[dict[str, Any]]] = []
+    for key, values in axes.items():
+        factors.append([{key: v} for v in _check_list(values, f"{source}: grid.axes.{key}")])
+    for i, group in enumerate(spec.get("zip") or []):
+        if not isinstance(group, dict) or not group:
+            raise ConfigError(f"{source}: grid.zip[{i}] must map config keys to equal-length lists.")
+        lists = {k: _check_list(v, f"{source}: grid.zip[{i}].{k}") for k, v in group.items()}
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) != 1:
+            raise ConfigError(
+                f"{source}: grid.zip[{i}] lists have different lengths "
+                f"({', '.join(f'{k}: {len(v)}' for k, v in lists.items())}); zipped keys vary together, so give equal lengths."
+            )
+        factors.append([dict(zip(lists, vals)) for vals in zip(*lists.values())])
+    base_cells = (
+        [dict(kv for part in combo for kv in part.items()) for combo in itertools.product(*factors)]
+        if factors
+        else [{}]
+    )
+
+    axis_values: dict[str, list] = {}
+    for factor in factors:
+        for part in factor:
+            for k, v in part.items():
+                axis_values.setdefault(k, []).append(v)
+    excludes = spec.get("exclude") or []
+    if not isinstance(excludes, list):
+        raise ConfigError(f"{source}: grid.exclude must be a list of partial assignments.")
+    for j, ex in enumerate(excludes):
+        if not isinstance(ex, dict) or not ex:
+            raise ConfigError(
+                f"{source}: grid.exclude[{j}] must be a mapping such as {{model.encoder.name: vit}}."
+            )
+        for k, v in ex.items():
+            if k not in axis_values:
+                raise ConfigError(
+                    f"{source}: grid.exclude[{j}] names '{k}', which is not a grid axis ({', '.join(axis_values) or 'none'})."
+                )
+            if v not in axis_values[k]:
+                raise ConfigError(
+                    f"{source}: grid.exclude[{j}] names {k}={v!r}, which is not among the axis values {axis_values[k]}."
+                )
+    cells = [c for c in base_cells if not any(all(c.get(k) == v for k, v in ex.items()) for ex in excludes)]
+    includes = spec.get("include") or []
+    if not isinstance(includes, list):
+        raise ConfigError(f"{source}: grid.include must be a list of partial assignments.")
+    for j, inc in enumerate(includes):
+        if not isinstance(inc, dict) or not inc:
+            raise ConfigError(f"{source}: grid.include[{j}] must be a mapping of config keys to values.")
+        if inc not in cells:
+            cells.append(dict(inc))
+    seeds = spec.get("seeds", None)
+    seeds = _check_list(seeds, f"{source}: grid.seeds") if seeds is not None else [None]
+    out = []
+    for c in cells:
+        for s in seeds:
+            out.append({**c, **({"seed": s} if s is not None else {})})
+    if not out:
+        raise ConfigError(
+            f"{source}: the grid expands to zero cells (every cell is excluded). Loosen grid.exclude."
+        )
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> Grid:
+    """Expand and validate every cell of a grid file (nothing runs)."""
+    path = Path(path)
+    layers = _layers(path)
+    spec: dict = {}
+    base_layers = []
+    for source, layer in layers:
+        layer = dict(layer)
+        if "grid" in layer:
+            spec = layer.pop("grid")
+            grid_source = source
+        base_layers.append((source, layer))
+    if not spec:
+        raise ConfigError(f"{path} has no `grid:` section; run it as a single experiment instead.")
+    if seeds is not None:
+        spec = {**spec, "seeds": list(seeds)}
+    override_layer = [("the command-line overrides", parse_overrides(list(overrides)))] if overrides else []
+    assignments = expand(spec, grid_source)
+    cells: list[Cell] = []
+    names: dict[str, int] = {}
+    for assignment in assignments:
+        layer = _nest({k: v for k, v in assignment.items()})
+        try:
+            cfg = compose([*base_layers, ("grid cell " + repr(assignment), layer), *override_layer])
+        except FusionbenchError as err:
+            raise type(err)(f"Grid cell {assignment}: {err}") from None
+        name = cell_name(assignment, int(cfg.seed))
+        if name in names:
+            name = f"{name}-{config_hash(cfg)[:6]}"
+        names[name] = 1
+        cfg.run_name = name
+        cells.append(
+            Cell(
+                name=name, assignment=dict(assignment, seed=int(cfg.seed)), config=cfg, hash=config_hash(cfg)
+            )
+        )
+    first = cells[0].config
+    return Grid(name=str(first.name), source=path, cells=cells, output_dir=Path(str(first.output_dir)))

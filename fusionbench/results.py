@@ -1,0 +1,92 @@
+"""The grid results store: one JSON line per cell attempt in ``<output_dir>/<grid>/results.jsonl``.
+
+Appends are one ``write`` of a complete line under an exclusive ``flock``, followed by ``fsync``,
+so two processes (``--jobs``, or two grid invocations) never interleave or half-write a record.
+Readers take the last record of each cell. ``grid.json`` beside it records which grid file owns
+the folder, so results of two different grids never mix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fusionbench.errors import ConfigError
+from fusionbench.io import atomic_write_json
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """The current commit of the working directory's git checkout (``+dirty`` if modified), or None."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class ResultsStore:
+    """Append-only JSONL of cell records for one grid."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / "results.jsonl"
+
+    def claim(self, grid_name: str, source: Path, force: bool = False) -> None:
+        """Mark the folder as this grid's; a folder written by another grid file is an error."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = self.folder / "grid.json"
+        mine = {"grid": grid_name, "source": source.name}
+        if manifest.is_file() and not force:
+            theirs = json.loads(manifest.read_text(encoding="utf-8"))
+            if {k: theirs.get(k) for k in mine} != mine:
+                raise ConfigError(
+                    f"Results folder '{self.folder}' belongs to grid '{theirs.get('grid')}' from "
+                    f"'{theirs.get('source')}', not to '{source.name}'. Give this grid another `name:` "
+                    f"(or output_dir=...), or pass --force to take the folder over."
+                )
+        atomic_write_json(manifest, {**mine, "updated_at": now_iso()})
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record, in order (a torn last line, should one exist, is skipped)."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last record of each cell."""
+        return {r["cell"]: r for r in self.records() if "cell" in r}

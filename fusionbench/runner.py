@@ -1,0 +1,239 @@
+"""Running a grid: every cell in turn (or ``--jobs N`` processes), failures isolated, resumable.
+
+A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``failed`` with its
+error and the traceback in ``<run_dir>/error.log``; the grid goes on. Running the same grid again
+skips cells whose last record is ``completed`` with the same config hash, and continues an
+interrupted cell from its ``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no
+result file is half-written: every file is written atomically) and stops.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from fusionbench.grid import Cell, Grid
+from fusionbench.results import ResultsStore, git_commit, now_iso
+
+SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components")
+
+
+@dataclass
+class GridSummary:
+    completed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    interrupted: str | None = None
+    seconds: float = 0.0
+
+
+class EpochProgress(pl.Callback):
+    """Moves a rich progress task one step per finished training epoch."""
+
+    def __init__(self, progress: Progress, task) -> None:
+        self.progress, self.task = progress, task
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.progress.update(self.task, completed=trainer.current_epoch + 1, total=trainer.max_epochs)
+
+
+def _run_dir(cell: Cell) -> Path:
+    from fusionbench.run import run_dir_for
+
+    return run_dir_for(cell.config)
+
+
+def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> dict[str, Any]:
+    """Run one cell and return its results record (never raises for a failing cell)."""
+    from fusionbench.run import run_experiment
+
+    record = _base_record(cell)
+    start = time.perf_counter()
+    try:
+        metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
+        record.update(status="completed", metrics={k: metrics[k] for k in SUMMARY_KEYS if k in metrics})
+    except Exception as err:  # a failing cell must not stop the grid
+        message = f"{type(err).__name__}: {err}".strip()
+        run_dir = _run_dir(cell)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        record.update(status="failed", error=message.splitlines()[0][:500] if message else type(err).__name__)
+    record.update(finished_at=now_iso(), wall_seconds=time.perf_counter() - start)
+    return record
+
+
+def _base_record(cell: Cell) -> dict[str, Any]:
+    cfg = cell.config
+    return {
+        "cell": cell.name,
+        "hash": cell.hash,
+        "status": "running",
+        "error": None,
+        "assignment": cell.assignment,
+        "seed": cell.seed,
+        "components": {
+            "dataset": str(cfg.data.name),
+            "encoder": str(cfg.model.encoder.name),
+            "fusion": str(cfg.model.fusion.name),
+            "decoder": str(cfg.model.decoder.name),
+        },
+        "run_dir": str(_run_dir(cell)),
+        "git_commit": git_commit(),
+        "started_at": now_iso(),
+    }
+
+
+def _worker(
+    cell_yaml: str, name: str, assignment: dict, hash_: str, resume: bool, threads: int
+) -> dict[str, Any]:
+    """Entry point of a ``--jobs`` worker process."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cell = Cell(name=name, assignment=assignment, config=OmegaConf.create(cell_yaml), hash=hash_)
+    return execute_cell(cell, resume=resume)
+
+
+def plan(grid: Grid, store: ResultsStore, force: bool) -> tuple[list[Cell], list[Cell], set[str]]:
+    """Which cells to skip (finished, unchanged), which to run, and which of those to resume."""
+    latest = store.latest()
+    todo, skip, resume = [], [], set()
+    for cell in grid.cells:
+        rec = latest.get(cell.name)
+        finished = (
+            rec is not None
+            and rec.get("status") == "completed"
+            and rec.get("hash") == cell.hash
+            and (_run_dir(cell) / "metrics.json").is_file()
+        )
+        if finished and not force:
+            skip.append(cell)
+            continue
+        todo.append(cell)
+        if (
+            not force
+            and rec is not None
+            and rec.get("hash") == cell.hash
+            and rec.get("status") in ("running", "interrupted")
+            and (_run_dir(cell) / "checkpoints" / "last.ckpt").is_file()
+        ):
+            resume.add(cell.name)
+    return todo, skip, resume
+
+
+def run_grid(
+    grid: Grid, *, jobs: int = 1, force: bool = False, progress: bool = True, console: Console | None = None
+) -> GridSummary:
+    """Run every cell of ``grid`` not already finished; returns what happened."""
+    console = console or Console(stderr=True)
+    store = ResultsStore(grid.results_dir)
+    store.claim(grid.name, grid.source, force=force)
+    todo, skipped, resume = plan(grid, store, force)
+    summary = GridSummary(skipped=[c.name for c in skipped])
+    start = time.perf_counter()
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        overall = bar.add_task(
+            _describe(summary, len(grid.cells)), total=len(grid.cells), completed=len(skipped)
+        )
+
+        def finish(record: dict[str, Any]) -> None:
+            store.append(record)
+            if record["status"] == "completed":
+                summary.completed.append(record["cell"])
+            else:
+                summary.failed[record["cell"]] = record.get("error") or "failed"
+                console.print(
+                    f"[red]cell {record['cell']} failed:[/red] {record.get('error')}", highlight=False
+                )
+            bar.update(overall, advance=1, description=_describe(summary, len(grid.cells)))
+
+        if jobs <= 1:
+            for cell in todo:
+                store.append(_base_record(cell))
+                epochs = bar.add_task(f"  {cell.name}", total=int(cell.config.trainer.max_epochs))
+                try:
+                    record = execute_cell(
+                        cell, resume=cell.name in resume, callbacks=[EpochProgress(bar, epochs)]
+                    )
+                except (KeyboardInterrupt, SystemExit):
+                    store.append({**_base_record(cell), "status": "interrupted", "finished_at": now_iso()})
+                    summary.interrupted = cell.name
+                    break
+                finally:
+                    bar.remove_task(epochs)
+                finish(record)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                pending = {}
+                for cell in todo:
+                    store.append(_base_record(cell))
+                    fut = pool.submit(
+                        _worker,
+                        OmegaConf.to_yaml(cell.config),
+                        cell.name,
+                        cell.assignment,
+                        cell.hash,
+                        cell.name in resume,
+                        threads,
+                    )
+                    pending[fut] = cell
+                try:
+                    while pending:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            cell = pending.pop(fut)
+                            try:
+                                finish(fut.result())
+                            except Exception as err:  # the worker process itself died
+                                rec = _base_record(cell)
+                                rec.update(
+                                    status="failed",
+                                    error=f"worker died: {type(err).__name__}: {err}",
+                                    finished_at=now_iso(),
+                                )
+                                finish(rec)
+                except KeyboardInterrupt:
+                    for fut, cell in pending.items():
+                        fut.cancel()
+                        store.append(
+                            {**_base_record(cell), "status": "interrupted", "finished_at": now_iso()}
+                        )
+                    summary.interrupted = ", ".join(c.name for c in pending.values())
+                    pool.shutdown(wait=False, cancel_futures=True)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _describe(summary: GridSummary, total: int) -> str:
+    done = len(summary.completed) + len(summary.skipped)
+    return (
+        f"grid: {done} done ({len(summary.skipped)} skipped), [red]{len(summary.failed)} failed[/red], "
+        f"{total - done - len(summary.failed)} to go"
+    )

@@ -1,0 +1,185 @@
+"""Grid expansion, names and hashes, failure isolation and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fusionbench.errors import ConfigError, FusionbenchError
+from fusionbench.grid import expand, load_grid
+from fusionbench.results import ResultsStore
+from fusionbench.runner import run_grid
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def test_product_zip_exclude_include_and_seeds():
+    spec = {
+        "axes": {"a": [1, 2], "b": ["x", "y"]},
+        "zip": [{"c": [10, 20], "d": [30, 40]}],
+        "exclude": [{"a": 1, "b": "x"}],
+        "include": [{"a": 9}],
+        "seeds": [0, 1],
+    }
+    cells = expand(spec, "g.yaml")
+    assert len(cells) == (2 * 2 * 2 - 2 + 1) * 2
+    assert {"a": 1, "b": "x", "c": 10, "d": 30, "seed": 0} not in cells
+    assert {"a": 2, "b": "y", "c": 20, "d": 40, "seed": 1} in cells
+    assert {"a": 2, "b": "y", "c": 20, "d": 30, "seed": 0} not in cells  # zipped keys move together
+    assert {"a": 9, "seed": 0} in cells and {"a": 9, "seed": 1} in cells
+
+
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ({"axes": {"a": []}}, "grid.axes.a is empty"),
+        ({"axes": {"a": 3}}, "must be a list"),
+        ({"zip": [{"a": [1, 2], "b": [1]}]}, "different lengths"),
+        ({"axes": {"a": [1]}, "exclude": [{"a": 1}]}, "zero cells"),
+        ({"axes": {"a": [1]}, "exclude": [{"b": 1}]}, "not a grid axis"),
+        ({"axes": {"a": [1]}, "exclude": [{"a": 5}]}, "not among the axis values"),
+        ({"axis": {"a": [1]}}, "grid.axis"),
+    ],
+)
+def test_bad_grid_specs_fail_before_running(spec, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        expand(spec, "g.yaml")
+
+
+def write_grid(tmp_path, grid: dict, **top) -> Path:
+    import yaml
+
+    path = tmp_path / "grid.yaml"
+    body = {
+        "base": str(CONFIGS / "tiny.yaml"),
+        "name": "g",
+        "output_dir": str(tmp_path / "runs"),
+        **top,
+        "grid": grid,
+    }
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_axis_over_unknown_key_and_unknown_include_value(tmp_path):
+    with pytest.raises(FusionbenchError, match="trainer.max_epoch"):
+        load_grid(write_grid(tmp_path, {"axes": {"trainer.max_epoch": [1, 2]}}))
+    with pytest.raises(FusionbenchError, match="Unknown fusion 'lat'"):
+        load_grid(
+            write_grid(
+                tmp_path, {"axes": {"model.fusion.name": ["late"]}, "include": [{"model.fusion.name": "lat"}]}
+            )
+        )
+
+
+def test_names_are_readable_and_hashes_stable(tmp_path):
+    path = write_grid(
+        tmp_path, {"axes": {"model.fusion.name": ["early", "late"], "optim.lr": [0.001]}, "seeds": [0, 1]}
+    )
+    grid = load_grid(path)
+    names = [c.name for c in grid.cells]
+    assert names == ["early-lr=0.001-s0", "early-lr=0.001-s1", "late-lr=0.001-s0", "late-lr=0.001-s1"]
+    again = load_grid(path)
+    assert [c.hash for c in grid.cells] == [c.hash for c in again.cells]
+    assert len({c.hash for c in grid.cells}) == 4
+    moved = load_grid(path, ["output_dir=/elsewhere"])
+    assert [c.hash for c in moved.cells] == [c.hash for c in grid.cells]  # where results go is not hashed
+    changed = load_grid(path, ["optim.weight_decay=0.5"])
+    assert all(a.hash != b.hash for a, b in zip(changed.cells, grid.cells))
+    assert [c.seed for c in load_grid(path, seeds=[7]).cells] == [7, 7]
+
+
+def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path):
+    # a learning rate of 1e30 makes the loss non-finite: a real NaN failure, not a mock
+    path = write_grid(tmp_path, {"axes": {"optim.lr": [1.0e30, 0.003]}})
+    grid = load_grid(path)
+    summary = run_grid(grid, progress=False)
+    bad, good = (c.name for c in grid.cells)
+    assert list(summary.failed) == [bad] and "loss" in summary.failed[bad]
+    assert summary.completed == [good]
+    latest = ResultsStore(grid.results_dir).latest()
+    assert latest[bad]["status"] == "failed" and latest[good]["status"] == "completed"
+    assert (grid.results_dir / bad / "error.log").is_file()
+    assert latest[good]["metrics"]["test"]["CIDEr"] >= 0
+
+
+def test_results_folder_of_another_grid_is_refused(tmp_path):
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late"]}})
+    ResultsStore(tmp_path / "runs" / "g").claim("g", Path("other_grid.yaml"))
+    with pytest.raises(ConfigError, match="belongs to grid"):
+        run_grid(load_grid(path), progress=False)
+
+
+def test_killed_grid_resumes_without_retraining_finished_cells(tmp_path):
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late", "attention"]}})
+    results = tmp_path / "runs" / "g" / "results.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "fusionbench.cli",
+        "run",
+        str(path),
+        "--no-progress",
+        "--leaderboard-dir",
+        "",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if results.is_file() and '"completed"' in results.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = ResultsStore(results.parent).latest()
+    done = [c for c, r in first.items() if r["status"] == "completed"]
+    assert done == ["late-s0"]
+    finished_metrics = results.parent / "late-s0" / "metrics.json"
+    stamp = finished_metrics.stat().st_mtime_ns
+
+    summary = run_grid(load_grid(path), progress=False)
+    assert summary.skipped == ["late-s0"] and summary.completed == ["attention-s0"]
+    assert finished_metrics.stat().st_mtime_ns == stamp  # not retrained
+    latest = ResultsStore(results.parent).latest()
+    assert all(r["status"] == "completed" for r in latest.values())
+    summary = run_grid(load_grid(path), progress=False)
+    assert summary.completed == [] and len(summary.skipped) == 2
+
+
+def test_dry_run_lists_cells(capsys):
+    from fusionbench.cli import main
+
+    assert main(["run", str(CONFIGS / "tiny_grid.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "late-s0" in out and "attention-s0" in out and "2 cells" in out
+
+
+def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
+    from fusionbench.config import load_config
+    from fusionbench.runner import _base_record, plan
+    from fusionbench.run import run_experiment
+
+    common = [f"output_dir={tmp_path}", "run_name=cell"]
+    first = run_experiment(
+        load_config(CONFIGS / "tiny.yaml", [*common, "trainer.max_epochs=1"]), progress=False
+    )
+    assert (Path(first["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_experiment(
+        load_config(CONFIGS / "tiny.yaml", [*common, "trainer.max_epochs=2"]), progress=False, resume=True
+    )
+    assert resumed["cost"]["resumed"] is True
+    assert [h["epoch"] for h in resumed["val_history"]] == [0, 1]  # epoch 0 restored, only epoch 1 trained
+
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late"]}})
+    grid = load_grid(path)
+    store = ResultsStore(grid.results_dir)
+    cell = grid.cells[0]
+    run_experiment(cell.config, progress=False)
+    store.append({**_base_record(cell), "status": "interrupted"})
+    todo, skip, resume = plan(grid, store, force=False)
+    assert [c.name for c in todo] == [cell.name] and resume == {cell.name} and not skip

@@ -1,0 +1,416 @@
+"""Leaderboard: seed aggregation, bootstrap CIs, paired significance, written files, errors.
+
+The synthetic grid has 3 configurations x 2 seeds on 5 test images (3 test_novel images); every
+cell's metrics.json CIDEr is the mean of its hand-written per-image CIDEr values, as coco-caption's
+CIDEr-D is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fusionbench.errors import DataError, FusionbenchError
+from fusionbench.leaderboard import (
+    SCALE_SENTENCE,
+    average_per_image,
+    bootstrap_ci,
+    build_leaderboard,
+    latest_records,
+    main,
+    paired_bootstrap_p,
+    seed_stats,
+)
+
+IMAGES = ["11", "12", "13", "14", "15"]
+NOVEL = ["21", "22", "23"]
+
+# Per-image test CIDEr (raw scale) per configuration and seed, written by hand.
+TEST_CIDER = {
+    # seed means 1.00 and 1.10 -> mean 1.05, sample std 0.0707107; per-image avg [1.1, .9, 1.1, 1.3, .85]
+    "attention": {0: [1.2, 0.8, 1.0, 1.4, 0.6], 1: [1.0, 1.0, 1.2, 1.2, 1.1]},
+    # seed means 1.05 and 0.97 -> mean 1.01, std 0.0565685; per-image avg [1.3, .6, 1.0, 1.4, .75]:
+    # better than attention on 2 images, worse on 3, so not significantly different from the top.
+    "late": {0: [1.4, 0.7, 1.0, 1.3, 0.85], 1: [1.2, 0.5, 1.0, 1.5, 0.65]},
+    # seed means 0.40 and 0.44 -> mean 0.42; worse than attention on every image.
+    "early": {0: [0.5, 0.3, 0.4, 0.6, 0.2], 1: [0.5, 0.3, 0.6, 0.6, 0.2]},
+}
+NOVEL_CIDER = {
+    "attention": {0: [0.9, 0.6, 0.6], 1: [0.6, 0.6, 0.9]},  # means 0.7, 0.7
+    "late": {0: [0.5, 0.5, 0.8], 1: [0.8, 0.8, 0.8]},  # means 0.6, 0.8
+    "early": {0: [0.3, 0.3, 0.3], 1: [0.3, 0.3, 0.3]},  # means 0.3, 0.3
+}
+BLEU4 = {"attention": (0.30, 0.34), "late": (0.28, 0.29), "early": (0.10, 0.12)}
+METEOR = {"attention": (0.24, 0.25), "late": (0.23, 0.23), "early": (0.15, 0.16)}
+PARAMS = {"attention": 1_634_897, "late": 1_500_000, "early": 1_200_000}
+IPS = {"attention": (120.0, 100.0), "late": (150.0, 130.0), "early": (200.0, None)}
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+def _split_scores(cider, bleu4, meteor):
+    return {
+        "Bleu_1": 0.7,
+        "Bleu_2": 0.55,
+        "Bleu_3": 0.42,
+        "Bleu_4": bleu4,
+        "METEOR": meteor,
+        "ROUGE_L": 0.5,
+        "CIDEr": cider,
+        "unavailable": {"SPICE": "needs CoreNLP"},
+    }
+
+
+def _write_cell(root: Path, fusion: str, seed: int, *, extras: dict | None = None) -> dict:
+    cell = f"cnn-{fusion}-lstm-s{seed}"
+    run_dir = root / cell
+    run_dir.mkdir(parents=True, exist_ok=True)
+    test = TEST_CIDER[fusion][seed]
+    novel = NOVEL_CIDER[fusion][seed]
+    metrics = {
+        "val": _split_scores(0.5, 0.2, 0.2),
+        "test": _split_scores(_mean(test), BLEU4[fusion][seed], METEOR[fusion][seed]),
+        "test_novel": _split_scores(_mean(novel), BLEU4[fusion][seed] / 2, METEOR[fusion][seed]),
+        "params": {
+            "encoder": 1,
+            "projection": 1,
+            "fusion": 0,
+            "decoder": 1,
+            "total": PARAMS[fusion],
+            "trainable": 1,
+        },
+        "cost": {
+            "train_images_per_s": IPS[fusion][seed],
+            "inference_ms_per_image": {"test": 2.0 + seed, "test_novel": 1.0},
+            "train_seconds": 10.0,
+            "wall_seconds": 12.0,
+            "epochs": 4,
+        },
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    for split, ids, values in (("test", IMAGES, test), ("test_novel", NOVEL, novel)):
+        per_image = {i: {"Bleu_4": 0.3, "CIDEr": v} for i, v in zip(ids, values)}
+        (run_dir / f"scores_{split}.json").write_text(json.dumps(per_image))
+    assignment = {"model.encoder.name": "cnn", "model.fusion.name": fusion, "model.decoder.name": "lstm"}
+    assignment.update(extras or {})
+    assignment["seed"] = seed
+    return {
+        "cell": cell,
+        "hash": f"h-{cell}",
+        "status": "completed",
+        "error": None,
+        "assignment": assignment,
+        "seed": seed,
+        "components": {"dataset": "shapes", "encoder": "cnn", "fusion": fusion, "decoder": "lstm"},
+        "run_dir": str(run_dir),
+        "git_commit": "abc1234",
+        "started_at": "2025-01-01T00:00:00",
+        "finished_at": "2025-01-01T00:01:00",
+        "wall_seconds": 60.0,
+        "metrics": metrics,
+    }
+
+
+def _write_results(root: Path, records: list[dict]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+@pytest.fixture
+def grid(tmp_path) -> Path:
+    root = tmp_path / "runs" / "grid"
+    records = []
+    # A failed first attempt of a cell that later completes: the last line wins.
+    records.append(
+        {
+            "cell": "cnn-late-lstm-s1",
+            "status": "failed",
+            "error": "RuntimeError: boom\nTraceback ...",
+            "seed": 1,
+        }
+    )
+    for fusion in ("attention", "late", "early"):
+        for seed in (0, 1):
+            records.append({"cell": f"cnn-{fusion}-lstm-s{seed}", "status": "running", "seed": seed})
+            records.append(_write_cell(root, fusion, seed))
+    # A cell that failed and stayed failed.
+    records.append(
+        {
+            "cell": "cnn-attention-transformer-s0",
+            "status": "failed",
+            "error": "ValueError: d_model must be divisible by heads\n  at line 3",
+            "seed": 0,
+            "assignment": {"model.decoder.name": "transformer", "seed": 0},
+        }
+    )
+    _write_results(root, records)
+    (root / "grid.json").write_text(json.dumps({"grid": "grid", "source": "grid.yaml"}))
+    return root
+
+
+def _build(grid: Path, tmp_path: Path, **kwargs):
+    kwargs.setdefault("out_dir", tmp_path / "leaderboards")
+    kwargs.setdefault("command", "fusionbench run experiments/grid.yaml")
+    return build_leaderboard(grid, **kwargs)
+
+
+def _row(board, fusion):
+    (row,) = [r for r in board.rows if r["fusion"] == fusion]
+    return row
+
+
+# ------------------------------------------------------------------------------ pure functions
+
+
+def test_seed_stats_by_hand():
+    mean, std, n = seed_stats([1.0, 1.1])
+    assert n == 2 and mean == pytest.approx(1.05)
+    assert std == pytest.approx(math.sqrt((0.05**2 + 0.05**2) / 1))
+    assert seed_stats([0.3]) == (0.3, None, 1)
+    assert seed_stats([None, 2.0, 4.0, 6.0]) == (4.0, pytest.approx(2.0), 3)
+    assert seed_stats([]) == (None, None, 0)
+
+
+def test_latest_record_wins():
+    latest = latest_records(
+        [
+            {"cell": "a", "status": "failed"},
+            {"cell": "b", "status": "completed"},
+            {"cell": "a", "status": "completed"},
+        ]
+    )
+    assert latest == {"a": {"cell": "a", "status": "completed"}, "b": {"cell": "b", "status": "completed"}}
+
+
+def test_average_per_image_intersects_ids():
+    avg = average_per_image([{"x": 1.0, "y": 2.0, "z": 9.0}, {"x": 3.0, "y": 4.0}])
+    assert avg == {"x": 2.0, "y": 3.0}
+
+
+def test_bootstrap_ci_deterministic_contains_mean_and_depends_on_seed():
+    per_image = {str(i): v for i, v in enumerate([0.2, 1.5, 0.7, 0.9, 1.1, 0.4, 2.0, 0.8, 1.3, 0.6])}
+    mean = sum(per_image.values()) / len(per_image)
+    first = bootstrap_ci(per_image, n_boot=500, seed=0)
+    assert first == bootstrap_ci(per_image, n_boot=500, seed=0)
+    lo, hi = first
+    assert lo < mean < hi
+    assert 0.2 < lo and hi < 2.0
+    assert bootstrap_ci(per_image, n_boot=500, seed=1) != first
+    assert bootstrap_ci({"a": 1.0}, n_boot=10) is None
+
+
+def test_paired_bootstrap_identical_and_clearly_better():
+    a = {str(i): 0.5 + 0.1 * (i % 4) for i in range(30)}
+    assert paired_bootstrap_p(a, dict(a), n_boot=200, seed=0) == 1.0
+    better = {k: v + 0.3 for k, v in a.items()}
+    assert paired_bootstrap_p(better, a, n_boot=200, seed=0) == 0.0
+    # Only shared images count: an image the other lacks does not enter.
+    assert paired_bootstrap_p({**better, "extra": -100.0}, a, n_boot=200, seed=0) == 0.0
+
+
+# ----------------------------------------------------------------------------- the leaderboard
+
+
+def test_aggregation_matches_hand_computation(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=200)
+    assert [r["fusion"] for r in board.rows] == ["attention", "late", "early"]
+    assert [r["rank"] for r in board.rows] == [1, 2, 3]
+    assert board.splits == ["test", "test_novel"]
+
+    att = _row(board, "attention")
+    assert att["n_seeds"] == 2 and att["seeds"] == "0;1"
+    assert att["test_CIDEr_mean"] == pytest.approx(1.05)
+    assert att["test_CIDEr_std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert att["test_Bleu_4_mean"] == pytest.approx(0.32)
+    assert att["test_Bleu_4_std"] == pytest.approx(0.0282843, abs=1e-6)
+    assert att["test_METEOR_mean"] == pytest.approx(0.245)
+    assert att["test_ROUGE_L_std"] == pytest.approx(0.0)
+    assert att["test_novel_CIDEr_mean"] == pytest.approx(0.7)
+    assert att["test_novel_CIDEr_std"] == pytest.approx(0.0, abs=1e-12)
+    assert att["params_total"] == 1_634_897
+    assert att["train_images_per_s"] == pytest.approx(110.0)
+    assert att["test_ms_per_image"] == pytest.approx(2.5)
+    assert att["test_n_images"] == 5 and att["test_novel_n_images"] == 3
+
+    late = _row(board, "late")
+    assert late["test_CIDEr_mean"] == pytest.approx(1.01)
+    assert late["test_CIDEr_std"] == pytest.approx(0.0565685, abs=1e-6)
+    assert late["test_novel_CIDEr_mean"] == pytest.approx(0.7)
+    assert late["test_novel_CIDEr_std"] == pytest.approx(0.1414214, abs=1e-6)
+
+    early = _row(board, "early")
+    assert early["test_CIDEr_mean"] == pytest.approx(0.42)
+    assert early["train_images_per_s"] == pytest.approx(200.0)  # the null seed is ignored
+
+    # Fusion summary: one configuration per fusion here, so the per-fusion mean is that row's mean.
+    summary = {s["fusion"]: s for s in board.fusion_summary}
+    assert summary["late"]["test_CIDEr_mean"] == pytest.approx(1.01)
+    assert summary["early"]["test_novel_CIDEr_mean"] == pytest.approx(0.3)
+
+
+def test_ci_contains_mean_and_is_deterministic(grid, tmp_path):
+    a = _build(grid, tmp_path, n_boot=300, seed=0, out_dir=tmp_path / "a")
+    b = _build(grid, tmp_path, n_boot=300, seed=0, out_dir=tmp_path / "b")
+    c = _build(grid, tmp_path, n_boot=300, seed=7, out_dir=tmp_path / "c")
+    for ra, rb in zip(a.rows, b.rows):
+        assert (ra["test_CIDEr_ci_lo"], ra["test_CIDEr_ci_hi"]) == (
+            rb["test_CIDEr_ci_lo"],
+            rb["test_CIDEr_ci_hi"],
+        )
+        assert ra["test_CIDEr_ci_lo"] <= ra["test_CIDEr_mean"] <= ra["test_CIDEr_ci_hi"]
+        assert ra["test_novel_CIDEr_ci_lo"] <= ra["test_novel_CIDEr_mean"] <= ra["test_novel_CIDEr_ci_hi"]
+    assert [(r["test_CIDEr_ci_lo"], r["test_CIDEr_ci_hi"]) for r in a.rows] != [
+        (r["test_CIDEr_ci_lo"], r["test_CIDEr_ci_hi"]) for r in c.rows
+    ]
+
+
+def test_significance_markers(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=1000)
+    top, late, early = board.rows
+    assert top["p_vs_top"] is None and top["not_significant_vs_top"] is None
+    # late beats attention on 2 of 5 images: not significantly worse than the top.
+    assert late["p_vs_top"] >= 0.05 and late["not_significant_vs_top"] is True
+    # early is worse on every image: every resample favours the top.
+    assert early["p_vs_top"] == 0.0 and early["not_significant_vs_top"] is False
+    md = board.markdown_path.read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert table[1].startswith("| 1 |") and table[2].startswith("| 2† |") and table[3].startswith("| 3 |")
+    assert "† not significantly different from the top" in md
+
+
+def test_identical_configurations_not_significant(tmp_path):
+    root = tmp_path / "g"
+    records = [_write_cell(root, "attention", s) for s in (0, 1)]
+    twin = [_write_cell(root, "attention", s, extras={"model.fusion.mode": "copy"}) for s in (0, 1)]
+    for r in twin:
+        r["cell"] += "-copy"
+    records += twin
+    # Point the twin at its own folders holding the same per-image scores.
+    for r in twin:
+        new = Path(r["run_dir"] + "-copy")
+        new.mkdir()
+        for f in Path(r["run_dir"]).iterdir():
+            (new / f.name).write_text(f.read_text())
+        r["run_dir"] = str(new)
+    board = _build(_write_results(root, records), tmp_path, n_boot=200)
+    assert len(board.rows) == 2
+    assert board.rows[1]["p_vs_top"] == 1.0 and board.rows[1]["not_significant_vs_top"] is True
+    # The extra assignment key becomes a column named by its last part.
+    md = board.markdown_path.read_text()
+    assert "| rank | encoder | fusion | decoder | mode | test CIDEr-D |" in md
+    assert "mode" in board.columns
+
+
+def test_files_written(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=100)
+    out = tmp_path / "leaderboards"
+    assert board.name == "shapes"
+    assert board.markdown_path == out / "shapes.md"
+    for path in board.paths:
+        assert path.is_file() and path.stat().st_size > 0
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    md = board.markdown_path.read_text()
+    assert "fusionbench run experiments/grid.yaml" in md
+    assert SCALE_SENTENCE in md and "x100" in md
+    assert "abc1234" in md
+    assert "- Grid: grid (from grid.yaml)" in md
+    assert "6 completed of 7" in md
+    table = [ln for ln in md.split("## Fusion strategies")[0].splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + 3  # header, separator, one row per configuration
+    assert "test_novel CIDEr-D" in table[0] and "BLEU-4" in table[0]
+    assert "105.0 ± 7.1 [" in table[2]  # attention: CIDEr-D x100, mean ± std [CI]
+    assert "1.63M" in table[2]
+    assert "## Fusion strategies" in md and "spread across fusion strategies" in md
+
+    with board.csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert [r["fusion"] for r in rows] == ["attention", "late", "early"]
+    assert float(rows[0]["test_CIDEr_mean"]) == pytest.approx(1.05)  # raw scale, not x100
+    assert float(rows[0]["test_CIDEr_std"]) == pytest.approx(0.0707107, abs=1e-6)
+    assert float(rows[0]["test_CIDEr_ci_lo"]) <= 1.05 <= float(rows[0]["test_CIDEr_ci_hi"])
+    assert float(rows[1]["test_novel_CIDEr_mean"]) == pytest.approx(0.7)
+    assert int(rows[0]["params_total"]) == 1_634_897
+    assert rows[0]["p_vs_top"] == "" and rows[2]["not_significant_vs_top"] == "False"
+
+    page = board.html_path.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script>" in page and "sortable" in page and page.count("<svg") == 2
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page
+    assert "fusionbench run experiments/grid.yaml" in page and "x100" in page
+    assert page.count("<tr>") >= 1 + 3
+
+
+def test_failed_cells_listed_and_last_record_wins(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=50)
+    assert _row(board, "late")["n_seeds"] == 2  # failed first, completed last -> completed
+    assert [f["cell"] for f in board.failed] == ["cnn-attention-transformer-s0"]
+    md = board.markdown_path.read_text()
+    assert "cnn-attention-transformer-s0" in md
+    assert "ValueError: d_model must be divisible by heads" in md
+    assert "at line 3" not in md  # first line of the error only
+    assert "RuntimeError: boom" not in md
+
+
+def test_later_failure_replaces_completion(grid, tmp_path):
+    lines = (grid / "results.jsonl").read_text()
+    lines += json.dumps({"cell": "cnn-early-lstm-s1", "status": "failed", "error": "OOM"}) + "\n"
+    (grid / "results.jsonl").write_text(lines)
+    board = _build(grid, tmp_path, n_boot=50)
+    assert _row(board, "early")["n_seeds"] == 1
+    assert _row(board, "early")["test_CIDEr_std"] is None
+    assert "cnn-early-lstm-s1" in [f["cell"] for f in board.failed]
+
+
+def test_missing_per_image_file_omits_ci_with_note(grid, tmp_path):
+    (grid / "cnn-late-lstm-s0" / "scores_test.json").unlink()
+    board = _build(grid, tmp_path, n_boot=50)
+    late = _row(board, "late")
+    assert late["test_CIDEr_ci_lo"] is None and late["test_CIDEr_ci_hi"] is None
+    assert late["p_vs_top"] is None and late["not_significant_vs_top"] is None
+    assert late["test_novel_CIDEr_ci_lo"] is not None
+    assert late["test_CIDEr_mean"] == pytest.approx(1.01)
+    assert "per-image scores missing" in late["notes"]
+    assert "per-image scores missing" in board.markdown_path.read_text()
+
+
+def test_relative_run_dir_and_metrics_from_file(grid, tmp_path, monkeypatch):
+    lines = [json.loads(ln) for ln in (grid / "results.jsonl").read_text().splitlines()]
+    for r in lines:
+        if r.get("status") == "completed":
+            r["run_dir"] = str(Path(r["run_dir"]).relative_to(tmp_path))
+            del r["metrics"]
+    _write_results(grid, lines)
+    monkeypatch.chdir(tmp_path)
+    board = build_leaderboard("runs/grid", out_dir="lb", n_boot=50)
+    assert (tmp_path / "lb" / "shapes.md").is_file()
+    assert _row(board, "attention")["test_CIDEr_mean"] == pytest.approx(1.05)
+    assert _row(board, "attention")["test_CIDEr_ci_lo"] is not None
+
+
+def test_errors_on_missing_or_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist.*run the grid first"):
+        build_leaderboard(tmp_path / "nope", out_dir=tmp_path / "lb")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no results.jsonl.*run the grid first"):
+        build_leaderboard(tmp_path / "empty", out_dir=tmp_path / "lb")
+    failed = _write_results(tmp_path / "failed", [{"cell": "a-s0", "status": "failed", "error": "x"}])
+    with pytest.raises(FusionbenchError, match="no completed cell"):
+        build_leaderboard(failed, out_dir=tmp_path / "lb")
+    assert not (tmp_path / "lb").exists()
+
+
+def test_main_entry_point(grid, tmp_path, capsys):
+    assert main([str(grid), "--out-dir", str(tmp_path / "cli"), "--n-boot", "20", "--name", "g"]) == 0
+    assert (tmp_path / "cli" / "g.csv").is_file()
+    assert main([str(tmp_path / "missing"), "--out-dir", str(tmp_path / "cli")]) == 2
+    assert "run the grid first" in capsys.readouterr().err
