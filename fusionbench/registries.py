@@ -14,7 +14,11 @@ FUSIONS: Registry = Registry(
     "model.fusion",
     builtins=["fusionbench.fusion.early", "fusionbench.fusion.late", "fusionbench.fusion.attention"],
 )
-DECODERS: Registry = Registry("decoder", "model.decoder", builtins=["fusionbench.decoders.lstm"])
+DECODERS: Registry = Registry(
+    "decoder",
+    "model.decoder",
+    builtins=["fusionbench.decoders.lstm", "fusionbench.decoders.transformer", "fusionbench.decoders.bert"],
+)
 DATASETS: Registry = Registry("dataset", "data", builtins=["fusionbench.data.shapes"])
 
 ALL = {"encoders": ENCODERS, "fusions": FUSIONS, "decoders": DECODERS, "datasets": DATASETS}

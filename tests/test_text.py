@@ -29,3 +29,10 @@ def test_save_load_round_trip(tmp_path):
     loaded = WordVocab.load(tmp_path / "vocab.json")
     assert loaded.itos == vocab.itos
     assert loaded.encode("two red triangles") == vocab.encode("two red triangles")
+
+
+def test_tokenizer_from_dict_dispatches_on_type():
+    from fusionbench.text import tokenizer_from_dict
+
+    vocab = WordVocab.build(["two green triangles"])
+    assert tokenizer_from_dict(vocab.to_dict()).itos == vocab.itos
