@@ -86,6 +86,30 @@ class DecodingConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases logging (``fusionbench.tracking``); ``disabled`` never imports wandb."""
+
+    mode: str = "disabled"  # online | offline | disabled | auto (online if credentials+network, else offline)
+    project: str = "fusionbench"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment (grid) name
+    tags: list[str] = field(default_factory=list)  # added to encoder, fusion, decoder, dataset
+    dir: str | None = None  # W&B writes <dir>/wandb/ (offline-run-*); default: output_dir
+    predictions: int = 16  # test images in the `predictions` table (0 = no table)
+    attention_images: int = 4  # images with attention heatmaps (attention fusion; 0 = none)
+    attention_words: int = 5  # words per image with a heatmap
+    log_every_n_steps: int | None = 1  # train/loss, train/lr cadence (null: trainer.log_every_n_steps)
+    system_metrics: bool = False  # W&B's CPU/GPU/memory sampling (a background process)
+    init_timeout: float = 30.0  # seconds wandb.init may take online before falling back to offline
+    settings: dict[str, Any] = field(default_factory=dict)  # extra wandb.Settings fields
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     run_name: str | None = None
@@ -99,6 +123,9 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    plugins: list[str] = field(default_factory=list)  # modules or .py files imported first
+    metrics: list[Any] = field(default_factory=list)  # extra metrics (registry names or {name: ...})
 
 
 def _read_yaml(path: Path) -> dict:
@@ -137,6 +164,12 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise ConfigError(f"Config files extend each other in a cycle: {chain}. Remove one `base:`.")
     data = _read_yaml(path)
+    plugins = data.get("plugins")
+    if isinstance(plugins, list):  # .py paths are relative to the file that names them
+        data["plugins"] = [
+            str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute() else p
+            for p in plugins
+        ]
     base = data.pop("base", None)
     layers: list[tuple[str, dict]] = []
     bases = [base] if isinstance(base, str) else (base or [])
@@ -217,15 +250,33 @@ def parse_overrides(overrides: list[str]) -> dict:
 def compose(layers: list[tuple[str, dict]]) -> DictConfig:
     """Merge layers onto the typed defaults and validate every component section."""
     from fusionbench import registries
+    from fusionbench.plugins import load_plugins
 
     cfg = OmegaConf.structured(ExperimentConfig)
     for source, layer in layers:
         cfg = _merge(cfg, layer, source)
+    load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
+    for i, node in enumerate(list(cfg.metrics)):
+        cfg.metrics[i] = registries.METRICS.resolve_config(node, f"metrics[{i}]")
     for key, reg_name in COMPONENTS:
         registry = getattr(registries, reg_name)
         resolved = registry.resolve_config(OmegaConf.select(cfg, key), key)
         OmegaConf.update(cfg, key, resolved, merge=False)
+    _check_logger(cfg)
     return cfg
+
+
+WANDB_MODES = ("online", "offline", "disabled", "auto")
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    mode = str(cfg.logger.wandb.mode)
+    if mode not in WANDB_MODES:
+        close = difflib.get_close_matches(mode, WANDB_MODES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"Invalid value '{mode}' for 'logger.wandb.mode'.{hint} Choose one of: {', '.join(WANDB_MODES)}."
+        )
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:

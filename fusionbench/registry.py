@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import importlib.metadata
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,13 +48,20 @@ class Entry(Generic[T]):
 
 
 def _origin_of(obj: Any) -> str:
+    """Where a component comes from: ``built-in`` or the plugin, then its class and file."""
+    from fusionbench.plugins import current_origin
+
     module = inspect.getmodule(obj)
     modname = module.__name__ if module else "?"
     try:
         path = inspect.getsourcefile(obj) or "?"
     except TypeError:
         path = "?"
-    return f"{modname}.{obj.__qualname__} ({path})"
+    plugin = current_origin()
+    if plugin is None and not modname.startswith("fusionbench."):
+        plugin = f"plugin module {modname}"
+    where = plugin or "built-in"
+    return f"{where}: {modname}.{obj.__qualname__} ({path})"
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -69,6 +77,7 @@ class Registry(Generic[T]):
         config_key: where the component's config lives in an experiment, e.g. ``"model.encoder"``.
         base: when given, registered classes must subclass it.
         builtins: modules imported on first lookup; they register the built-in components.
+        entry_point_group: the package-metadata group plugins use, e.g. ``fusionbench.encoders``.
     """
 
     def __init__(
@@ -77,12 +86,16 @@ class Registry(Generic[T]):
         config_key: str,
         base: type | None = None,
         builtins: Iterable[str] = (),
+        entry_point_group: str | None = None,
     ) -> None:
         self.kind = kind
         self.config_key = config_key
         self.base = base
         self._builtins = list(builtins)
+        self.entry_point_group = entry_point_group
         self._entries: dict[str, Entry[T]] = {}
+        self._pending: dict[str, importlib.metadata.EntryPoint] = {}  # plugin names not imported yet
+        self._failed: dict[str, str] = {}  # plugin name -> import error
         self._loaded = False
 
     # -- registration -------------------------------------------------------------------------
@@ -103,7 +116,7 @@ class Registry(Generic[T]):
             origin = _origin_of(obj)
             if name in self._entries and not override:
                 prev = self._entries[name]
-                if prev.origin != origin:
+                if prev.origin.split(": ", 1)[-1] != origin.split(": ", 1)[-1]:
                     raise RegistryError(
                         f"{self.kind} '{name}' is registered twice: by {prev.origin} and by {origin}. "
                         f"Rename one of them, or pass override=True to replace the first on purpose."
@@ -129,24 +142,80 @@ class Registry(Generic[T]):
         self._loaded = True
         for mod in self._builtins:
             importlib.import_module(mod)
+        if self.entry_point_group:
+            for ep in importlib.metadata.entry_points(group=self.entry_point_group):
+                if ep.name not in self._entries:
+                    self._pending.setdefault(ep.name, ep)
+        from fusionbench.plugins import load_env_plugins
+
+        load_env_plugins()
+
+    def _load_entry_point(self, name: str) -> None:
+        """Import a plugin component named by an entry point (first use)."""
+        from fusionbench.plugins import PluginImportError, plugin_origin
+
+        ep = self._pending.pop(name)
+        dist = getattr(ep, "dist", None)
+        package = f"{dist.name} {dist.version}" if dist is not None else "unknown package"
+        label = f"plugin {package} (entry point {ep.group}: {ep.name} = {ep.value})"
+        try:
+            with plugin_origin(label):
+                obj = ep.load()
+                if inspect.isclass(obj) and name not in self._entries:
+                    self.register(name)(obj)
+        except RegistryError:
+            raise
+        except Exception as err:
+            self._failed[name] = f"{type(err).__name__}: {err}"
+            raise PluginImportError(
+                f"{self.kind} '{name}' comes from {label}, which failed to import: "
+                f"{type(err).__name__}: {err}. Fix or reinstall that package, or choose another {self.kind}."
+            ) from err
+        if name not in self._entries:
+            raise PluginImportError(
+                f"{label} was imported but registered no {self.kind} named '{name}'. Point the entry point at "
+                f"the component class, or register it with @{self.kind.upper()}S.register('{name}')."
+            )
+
+    def load_all(self) -> dict[str, str]:
+        """Import every pending plugin component (for listing); returns ``{name: error}`` of failures."""
+        from fusionbench.plugins import PluginImportError, warn_once
+
+        self._ensure_loaded()
+        for name in list(self._pending):
+            try:
+                self._load_entry_point(name)
+            except PluginImportError as err:
+                warn_once(f"{self.kind}:{name}", str(err))
+        return dict(self._failed)
 
     def names(self, pattern: str = "*") -> list[str]:
-        """Registered names matching a shell-style wildcard, sorted."""
+        """Registered names (plugins included, imported or not) matching a wildcard, sorted."""
         self._ensure_loaded()
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        every = set(self._entries) | set(self._pending) | set(self._failed)
+        return sorted(n for n in every if fnmatch.fnmatch(n, pattern))
 
     def entries(self, pattern: str = "*") -> list[Entry[T]]:
-        return [self._entries[n] for n in self.names(pattern)]
+        """Imported entries matching ``pattern`` (call ``load_all`` first to include plugins)."""
+        return [self._entries[n] for n in self.names(pattern) if n in self._entries]
 
     def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
-        return name in self._entries
+        return name in self._entries or name in self._pending
 
     def get(self, name: str) -> Entry[T]:
         """The entry for ``name``; an unknown name fails with the valid names and a did-you-mean."""
         self._ensure_loaded()
+        if name in self._pending:
+            self._load_entry_point(name)
+        if name in self._failed and name not in self._entries:
+            from fusionbench.plugins import PluginImportError
+
+            raise PluginImportError(
+                f"{self.kind} '{name}' is a plugin that failed to import: {self._failed[name]}"
+            )
         if name not in self._entries:
-            valid = sorted(self._entries)
+            valid = self.names()
             close = difflib.get_close_matches(str(name), valid, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise RegistryError(

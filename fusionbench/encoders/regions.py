@@ -1,0 +1,214 @@
+"""R-CNN region features: a CNN feature map pooled over object boxes, one visual token per region.
+
+Follows Bottom-Up and Top-Down attention (Anderson et al., 2018): the image is a set of object
+regions, each a feature vector pooled from a CNN feature map over the region's box, and the
+caption decoder attends over regions instead of grid cells. Each region is pooled with
+RoIAlign (He et al., 2017; ``torchvision.ops.roi_align``, ``aligned=True``) to a
+``pool_size`` x ``pool_size`` grid at the backbone's ``feature_stride`` and averaged to one
+C-dim vector (Anderson et al. mean-pool their 2048-d ResNet box features). A linear embedding of
+the box geometry (x1, y1, x2, y2, w, h normalised by the image size, and the relative area) is
+added, so a token knows where its region is (Anderson et al. append the same kind of spatial
+features to their region features) and "left of"/"above" remain learnable.
+
+Where boxes come from (``box_source``)
+    ``dataset``: the dataset's object boxes as given by the batch (``shapes`` has them), the first
+    ``max_boxes`` of each image. ``detector``: a Faster R-CNN trained with
+    ``fusionbench detector train`` (``fusionbench.encoders.detector``), loaded from
+    ``detector_checkpoint`` and run frozen, in eval mode and without gradients; detections with a
+    score >= ``score_threshold`` are kept, the ``max_boxes`` best. The detector is a submodule, so
+    it moves with the model and its weights are part of a captioner checkpoint.
+
+Regions per image
+    With ``add_global_box`` a whole-image region comes first, so the decoder can always attend to
+    the scene as a whole; an image left with no region (no boxes, no detection above the
+    threshold) gets the whole-image region regardless, so a mask row is never all False. Boxes
+    are clipped to the image, empty ones dropped. Images have different numbers of regions: tokens
+    are padded to the batch maximum with zeros, ``mask`` is False on padding, ``boxes`` gives each
+    token's box (zeros on padding) and ``pooled`` is the mean over an image's real regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+
+from fusionbench.encoders.backbone import create_backbone
+from fusionbench.encoders.base import Encoder, VisualFeatures
+from fusionbench.errors import ConfigError
+from fusionbench.registries import ENCODERS
+
+KEY = "model.encoder"
+BOX_SOURCES = ("dataset", "detector")
+GEOMETRY_FEATURES = 7
+
+
+def box_geometry(boxes: Tensor, height: int, width: int) -> Tensor:
+    """``[K, 7]``: x1, y1, x2, y2, w, h normalised by the image size, and area / image area."""
+    scale = boxes.new_tensor([width, height, width, height])
+    xyxy = boxes / scale
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    return torch.cat([xyxy, wh, wh[:, :1] * wh[:, 1:]], dim=1)
+
+
+@ENCODERS.register("regions")
+class RegionEncoder(Encoder):
+    """RoIAlign features over object or detector boxes (Bottom-Up Top-Down, Anderson et al. 2018)."""
+
+    @dataclass
+    class Config:
+        model_name: str = "resnet10t"
+        pretrained: Any = False
+        freeze: bool = False
+        feature_stride: int = 8
+        pool_size: int = 2
+        sampling_ratio: int = 2
+        box_source: str = "dataset"
+        max_boxes: int = 10
+        add_global_box: bool = True
+        geometry_embedding: bool = True
+        detector_checkpoint: str = ""
+        score_threshold: float = 0.3
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self._validate(config)
+        probe = create_backbone(config.model_name, False, KEY, features_only=True)
+        strides = probe.feature_info.reduction()
+        if config.feature_stride not in strides:
+            raise ConfigError(
+                f"{KEY}.feature_stride={config.feature_stride} is not available for "
+                f"'{config.model_name}'; choose one of {strides}."
+            )
+        index = strides.index(config.feature_stride)
+        self.backbone = create_backbone(
+            config.model_name, config.pretrained, KEY, features_only=True, out_indices=(index,)
+        )
+        self.out_dim = self.backbone.feature_info.channels()[-1]
+        data_cfg = self.backbone.pretrained_cfg or {}
+        if "mean" in data_cfg and "std" in data_cfg:
+            self.set_normalization(data_cfg["mean"], data_cfg["std"])
+        if config.freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        self.box_geometry = nn.Linear(GEOMETRY_FEATURES, self.out_dim) if config.geometry_embedding else None
+        self.detector: nn.Module | None = None
+        self.detector_meta: dict = {}
+        if config.box_source == "detector":
+            from fusionbench.encoders.detector import load_detector
+
+            self.detector, self.detector_meta = load_detector(
+                config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
+            )
+            self.detector.requires_grad_(False)
+            self.detector.eval()
+
+    @staticmethod
+    def _validate(config: Config) -> None:
+        if config.box_source not in BOX_SOURCES:
+            raise ConfigError(
+                f"{KEY}.box_source must be one of {', '.join(BOX_SOURCES)}, got {config.box_source!r}: "
+                f"'dataset' uses the dataset's object boxes, 'detector' a trained detector's."
+            )
+        if config.max_boxes < 1:
+            raise ConfigError(f"{KEY}.max_boxes must be >= 1, got {config.max_boxes}.")
+        if config.pool_size < 1:
+            raise ConfigError(f"{KEY}.pool_size must be >= 1, got {config.pool_size}.")
+        if not 0.0 <= config.score_threshold <= 1.0:
+            raise ConfigError(f"{KEY}.score_threshold must be in [0, 1], got {config.score_threshold}.")
+        if config.box_source == "detector" and not str(config.detector_checkpoint).strip():
+            raise ConfigError(
+                f"{KEY}.detector_checkpoint is empty, but {KEY}.box_source is 'detector'. Train a "
+                f"detector on a dataset with boxes with `fusionbench detector train <config>` and set "
+                f"{KEY}.detector_checkpoint to the checkpoint it writes (or use box_source: dataset)."
+            )
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze:
+            self.backbone.eval()  # frozen BatchNorm statistics stay fixed
+        if self.detector is not None:
+            self.detector.eval()  # the detector is never trained here
+        return self
+
+    # -- boxes ------------------------------------------------------------------------------------
+    def region_boxes(self, images: Tensor, boxes: list[Tensor] | None = None) -> list[Tensor]:
+        """Per image the ``[K_i, 4]`` boxes (pixels) to pool over, global box first; ``K_i >= 1``."""
+        b, _, height, width = images.shape
+        if self.config.box_source == "detector":
+            candidates = self._detect(images)
+        else:
+            if boxes is None:
+                raise ConfigError(
+                    f"{KEY}.box_source is 'dataset' but the dataset gives no object boxes. Use "
+                    f"{KEY}.box_source: detector with a {KEY}.detector_checkpoint (train one with "
+                    f"`fusionbench detector train <config>`), or the 'cnn'/'vit' encoder."
+                )
+            if len(boxes) != b:
+                raise ValueError(f"got boxes for {len(boxes)} images but a batch of {b} images")
+            candidates = [
+                torch.as_tensor(x, dtype=torch.float32, device=images.device).reshape(-1, 4) for x in boxes
+            ]
+        whole = images.new_tensor([[0.0, 0.0, width, height]], dtype=torch.float32)
+        out = []
+        for cand in candidates:
+            cand = cand.float()
+            finite = torch.isfinite(cand).all(dim=1)
+            cand = torch.stack(
+                [
+                    cand[:, 0].clamp(0, width),
+                    cand[:, 1].clamp(0, height),
+                    cand[:, 2].clamp(0, width),
+                    cand[:, 3].clamp(0, height),
+                ],
+                dim=1,
+            )
+            valid = finite & (cand[:, 2] > cand[:, 0]) & (cand[:, 3] > cand[:, 1])
+            cand = cand[valid][: self.config.max_boxes]
+            if self.config.add_global_box or len(cand) == 0:
+                cand = torch.cat([whole, cand])
+            out.append(cand)
+        return out
+
+    @torch.no_grad()
+    def _detect(self, images: Tensor) -> list[Tensor]:
+        assert self.detector is not None
+        self.detector.eval()
+        outputs = self.detector([im.float() for im in images])
+        result = []
+        for o in outputs:
+            keep = o["scores"] >= self.config.score_threshold
+            _, order = o["scores"][keep].sort(descending=True)
+            result.append(o["boxes"][keep][order][: self.config.max_boxes].detach())
+        return result
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+        from torchvision.ops import roi_align
+
+        _, _, height, width = images.shape
+        regions = self.region_boxes(images, boxes)
+        fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]
+        feats = roi_align(
+            fmap,
+            [r.to(fmap.dtype) for r in regions],
+            output_size=self.config.pool_size,
+            spatial_scale=1.0 / self.config.feature_stride,
+            sampling_ratio=self.config.sampling_ratio,
+            aligned=True,
+        ).mean(dim=(2, 3))  # [sum K_i, C]
+        all_boxes = torch.cat(regions)
+        if self.box_geometry is not None:
+            feats = feats + self.box_geometry(box_geometry(all_boxes, height, width).to(feats.dtype))
+        counts = [len(r) for r in regions]
+        tokens = pad_sequence(list(feats.split(counts)), batch_first=True)  # [B, N, C], zero padded
+        out_boxes = pad_sequence(list(all_boxes.split(counts)), batch_first=True)
+        n = tokens.shape[1]
+        count = torch.tensor(counts, device=tokens.device)
+        mask = torch.arange(n, device=tokens.device).unsqueeze(0) < count.unsqueeze(1)
+        pooled = tokens.sum(dim=1) / count.unsqueeze(1).to(tokens.dtype)
+        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled, boxes=out_boxes)
