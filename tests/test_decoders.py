@@ -252,8 +252,8 @@ def test_bert_freeze_embeddings(tokenizers):
 
 
 # -- WordPiece tokenizer ----------------------------------------------------------------------------
-def test_wordpiece_round_trip(tokenizers):
-    tok = tokenizers["bert"]
+def test_wordpiece_round_trip():
+    tok = build_tokenizer(model_cfg("bert", "late", vocab="full"), CAPTIONS, 1)
     assert isinstance(tok, WordPieceTokenizer)
     assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 101, 102, 100)
     cases = {
@@ -279,7 +279,8 @@ def test_wordpiece_round_trip(tokenizers):
 def test_wordpiece_to_dict_and_pickle(tokenizers):
     tok = tokenizers["bert"]
     data = json.loads(json.dumps(tok.to_dict()))
-    assert data["type"] == "wordpiece" and len(data["vocab"]) == len(tok) == 30522
+    assert data["type"] == "wordpiece" and len(data["vocab"]) == len(tok) < 200  # pruned to CAPTIONS
+    assert WordPieceTokenizer.from_dict(data).source_ids == tok.source_ids
     for other in (WordPieceTokenizer.from_dict(data), pickle.loads(pickle.dumps(tok))):
         assert len(other) == len(tok)
         for caption in CAPTIONS:
@@ -292,7 +293,7 @@ def test_wordpiece_to_dict_and_pickle(tokenizers):
 # -- pretrained weights -----------------------------------------------------------------------------
 def test_bert_minilm_loads_offline(tokenizers, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = model_cfg("bert", "attention", pretrained="minilm")
+    cfg = model_cfg("bert", "attention", pretrained="minilm", vocab="full")
     tok = build_tokenizer(cfg, CAPTIONS, 1)
     assert len(tok) == 30522
     torch.manual_seed(0)
@@ -315,6 +316,36 @@ def test_bert_minilm_loads_offline(tokenizers, monkeypatch):
     assert hidden.shape == (2, ids.shape[1], 32)  # projected back to d_model
     assert torch.isfinite(full).all() and full.shape[-1] == 30522
     torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)  # 6 layers, logits ~6: relative
+
+
+def test_pruned_vocabulary_keeps_the_pretrained_logits_of_kept_tokens(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    full_tok = build_tokenizer(model_cfg("bert", "late", pretrained="minilm", vocab="full"), CAPTIONS, 1)
+    tok = build_tokenizer(model_cfg("bert", "late", pretrained="minilm"), CAPTIONS, 1)
+    assert len(tok) < 200 < len(full_tok)
+    for caption in CAPTIONS:  # train captions tokenise exactly as with the full vocabulary
+        assert [tok.vocab[i] for i in tok.encode(caption)] == [
+            full_tok.vocab[i] for i in full_tok.encode(caption)
+        ]
+    models = []
+    for t, vocab in ((full_tok, "full"), (tok, "train")):
+        torch.manual_seed(0)
+        models.append(build_model(model_cfg("bert", "late", pretrained="minilm", vocab=vocab), t).eval())
+    # same non-vocabulary weights (same seed) so only the vocabulary differs
+    models[1].load_state_dict(
+        {
+            k: v
+            for k, v in models[0].state_dict().items()
+            if "word_embeddings" not in k and "predictions" not in k
+        },
+        strict=False,
+    )
+    ids_full = batch(full_tok)[:, :-1]
+    ids = torch.tensor([[tok.stoi[full_tok.vocab[i]] for i in row] for row in ids_full.tolist()])
+    with torch.no_grad():
+        ref, _ = models[0](images(), ids_full)
+        out, _ = models[1](images(), ids)
+    torch.testing.assert_close(out, ref[..., tok.source_ids], rtol=1e-5, atol=1e-5)
 
 
 def test_bert_from_scratch_rebuilds_from_tokenizer_dict(tokenizers, monkeypatch):

@@ -26,8 +26,11 @@ CAPTIONS = ["a red circle left of a blue square", "two green triangles", "a smal
 def make_batch(tok):
     torch.manual_seed(1)
     images = torch.rand(3, 3, 32, 32)
-    boxes = [torch.tensor([[2.0, 2.0, 14.0, 14.0], [16.0, 4.0, 30.0, 20.0]]), torch.tensor([[0.0, 0.0, 10.0, 31.0]]),
-             torch.zeros(0, 4)]
+    boxes = [
+        torch.tensor([[2.0, 2.0, 14.0, 14.0], [16.0, 4.0, 30.0, 20.0]]),
+        torch.tensor([[0.0, 0.0, 10.0, 31.0]]),
+        torch.zeros(0, 4),
+    ]
     rows = [tok.encode(c) for c in CAPTIONS]
     ids = torch.full((3, max(map(len, rows))), tok.pad_id)
     for i, r in enumerate(rows):
@@ -38,8 +41,14 @@ def make_batch(tok):
 @pytest.mark.parametrize("encoder, fusion, decoder", list(itertools.product(ENCODERS, FUSIONS, DECODERS)))
 def test_combination_trains_decodes_and_steps_incrementally(encoder, fusion, decoder):
     torch.set_num_threads(1)
-    cfg = OmegaConf.create({"d_model": 32, "encoder": ENCODERS[encoder], "fusion": {"name": fusion},
-                            "decoder": DECODERS[decoder]})
+    cfg = OmegaConf.create(
+        {
+            "d_model": 32,
+            "encoder": ENCODERS[encoder],
+            "fusion": {"name": fusion},
+            "decoder": DECODERS[decoder],
+        }
+    )
     tok = build_tokenizer(cfg, CAPTIONS, 1)
     torch.manual_seed(0)
     model = build_model(cfg, tok)
@@ -49,8 +58,9 @@ def test_combination_trains_decodes_and_steps_incrementally(encoder, fusion, dec
     model.train()
     for _ in range(5):
         logits, extras = model(images, ids[:, :-1], boxes)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                                 ignore_index=tok.pad_id)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=tok.pad_id
+        )
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

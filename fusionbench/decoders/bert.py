@@ -134,11 +134,15 @@ class WordPieceTokenizer:
     the whole vocabulary, so a checkpoint rebuilds the tokenizer without the original files.
     """
 
-    def __init__(self, vocab: list[str], do_lower_case: bool = True) -> None:
+    def __init__(
+        self, vocab: list[str], do_lower_case: bool = True, source_ids: list[int] | None = None
+    ) -> None:
         missing = [t for t in SPECIAL_TOKENS.values() if t not in vocab]
         if missing:
             raise ValueError(f"WordPiece vocabulary lacks the special tokens {missing}")
         self.vocab: list[str] = list(vocab)
+        # for a vocabulary pruned to the train captions: each token's id in the source model's vocabulary
+        self.source_ids: list[int] | None = list(source_ids) if source_ids is not None else None
         self.do_lower_case = bool(do_lower_case)
         self.stoi = {w: i for i, w in enumerate(self.vocab)}
         self.pad_id = self.stoi[SPECIAL_TOKENS["pad"]]
@@ -212,14 +216,39 @@ class WordPieceTokenizer:
         text = re.sub(r"\s*'\s*", "'", " ".join(words))  # BERT splits "man's" into man ' s
         return " ".join(normalize_caption(text))
 
+    def pruned(self, captions: Iterable[str]) -> WordPieceTokenizer:
+        """The same tokenizer restricted to the special tokens and the pieces ``captions`` use.
+
+        WordPiece is greedy longest-match-first, so every caption of ``captions`` tokenises exactly
+        as with the full vocabulary; the output layer shrinks from ~30k rows to a few hundred.
+        """
+        used = {self.stoi.get(p, self.unk_id) for c in captions for p in self.tokenize(c)}
+        specials = {self.stoi[t] for t in (*SPECIAL_TOKENS.values(), "[MASK]") if t in self.stoi}
+        keep = [i for i in range(len(self.vocab)) if i in used or i in specials]
+        base = self.source_ids
+        return WordPieceTokenizer(
+            [self.vocab[i] for i in keep],
+            self.do_lower_case,
+            [base[i] for i in keep] if base is not None else keep,
+        )
+
     def to_dict(self) -> dict:
-        return {"type": "wordpiece", "vocab": self.vocab, "do_lower_case": self.do_lower_case}
+        return {
+            "type": "wordpiece",
+            "vocab": self.vocab,
+            "do_lower_case": self.do_lower_case,
+            "source_ids": self.source_ids,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> WordPieceTokenizer:
         if data.get("type") != "wordpiece":
             raise ValueError(f"not a WordPiece tokenizer dict (type={data.get('type')!r})")
-        return cls(list(data["vocab"]), do_lower_case=data.get("do_lower_case", True))
+        return cls(
+            list(data["vocab"]),
+            do_lower_case=data.get("do_lower_case", True),
+            source_ids=data.get("source_ids"),
+        )
 
     def save(self, path: str | Path) -> None:
         from fusionbench.io import atomic_write_text
@@ -237,6 +266,22 @@ class WordPieceTokenizer:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._build()
+
+
+def _prune_output_vocab(model: nn.Module, keep: list[int]) -> None:
+    """Keep only the rows ``keep`` of a pretrained BERT's word embeddings and tied output layer."""
+    idx = torch.tensor(keep, dtype=torch.long)
+    old_emb = model.bert.embeddings.word_embeddings
+    emb = nn.Embedding(len(keep), old_emb.embedding_dim)
+    emb.weight.data.copy_(old_emb.weight.data[idx])
+    model.bert.embeddings.word_embeddings = emb
+    old_dec = model.cls.predictions.decoder
+    dec = nn.Linear(old_dec.in_features, len(keep), bias=True)
+    dec.weight = emb.weight  # tied, as in the pretrained model
+    dec.bias.data.copy_(old_dec.bias.data[idx])
+    model.cls.predictions.decoder = dec
+    model.cls.predictions.bias = dec.bias
+    model.config.vocab_size = len(keep)
 
 
 # -- decoder ------------------------------------------------------------------------------------
@@ -268,12 +313,19 @@ class BertDecoder(Decoder):
         freeze_embeddings: bool = False
         use_init: bool = True
         attn_implementation: str = "eager"
+        vocab: str = "train"  # train: WordPiece pieces of the train captions (+ specials) | full
 
     @classmethod
     def build_tokenizer(cls, config, captions: list[str], min_count: int) -> WordPieceTokenizer:
-        """BERT's WordPiece vocabulary (``captions``/``min_count`` unused: the vocabulary is fixed)."""
+        """BERT's WordPiece vocabulary; with ``vocab: train`` pruned to the pieces the train captions
+        use (``min_count`` unused), which makes the output layer ~50x smaller on small benchmarks."""
+        if config.vocab not in ("train", "full"):
+            raise ConfigError(
+                f"{KEY.rsplit('.', 1)[0]}.vocab must be 'train' or 'full', got '{config.vocab}'."
+            )
         _, source = resolve_source(config.pretrained)
-        return WordPieceTokenizer.from_pretrained(source)
+        full = WordPieceTokenizer.from_pretrained(source)
+        return full.pruned(captions) if config.vocab == "train" else full
 
     def __init__(self, config: Config, *, d_model: int, tokenizer, fusion) -> None:
         super().__init__(config, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
@@ -348,9 +400,13 @@ class BertDecoder(Decoder):
             )
             return BertLMHeadModel(bcfg)
         try:
-            return BertLMHeadModel.from_pretrained(source, **common)
+            model = BertLMHeadModel.from_pretrained(source, **common)
         except (OSError, ValueError) as err:
             raise ConfigError(f"{KEY}: cannot load a BERT model from '{source}': {err}") from None
+        keep = self.tokenizer.source_ids
+        if keep is not None and len(keep) < model.config.vocab_size:
+            _prune_output_vocab(model, keep)
+        return model
 
     # -- helpers ----------------------------------------------------------------------------------
     def _word_embeds(self, ids: Tensor, init: Tensor | None) -> Tensor:
