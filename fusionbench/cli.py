@@ -67,6 +67,8 @@ def _run_grid(args: argparse.Namespace) -> int:
     )
     for name, error in summary.failed.items():
         out.print(f"  [red]failed[/red] {name}: {error}", highlight=False)
+    if summary.wandb:
+        _print_wandb(summary.wandb, "W&B grid summary")
     if summary.interrupted:
         console.print(
             f"[yellow]interrupted during {summary.interrupted}; run the same command again to resume[/yellow]"
@@ -117,6 +119,42 @@ def _print_summary(metrics: dict) -> None:
         f"wall {cost['wall_seconds']:.1f}s | results in {metrics['run_dir']}",
         sep="",
     )
+    if metrics.get("wandb"):
+        _print_wandb(metrics["wandb"], "W&B")
+
+
+def _print_wandb(info: dict, what: str) -> None:
+    where = info.get("url") or info.get("dir")
+    spent = f" ({info['seconds']:.1f}s in W&B calls)" if info.get("seconds") is not None else ""
+    out.print(f"{what} ({info.get('mode')}): {where}{spent}", highlight=False, soft_wrap=True)
+    if info.get("sync"):
+        out.print(f"  upload later with: {info['sync']}", highlight=False, soft_wrap=True)
+
+
+def _cmd_wandb_dashboard(args: argparse.Namespace) -> int:
+    from fusionbench.tracking.dashboard import create_dashboard, dashboard_spec, describe, load_target
+
+    if args.dry_run:
+        target = load_target(args.grid)
+        out.print(
+            f"W&B dashboard for grid '{target.name}' (project '{args.project or target.project}', "
+            f"group '{target.group}'):",
+            highlight=False,
+        )
+        out.print(describe(dashboard_spec()), markup=False, highlight=False)
+        return 0
+    result = create_dashboard(args.grid, project=args.project, entity=args.entity, report=not args.no_report)
+    out.print(f"workspace: {result['workspace']}", highlight=False)
+    if result.get("report"):
+        out.print(f"report: {result['report']}", highlight=False)
+    if result.get("unsynced"):
+        console.print(
+            f"[yellow]{len(result['unsynced'])} run(s) of this grid are only offline; upload them with "
+            f"`wandb sync {' '.join(result['unsynced'])}`[/yellow]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -130,6 +168,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import warnings
+
     from rich.table import Table
 
     from fusionbench.registries import ALL
@@ -142,13 +182,49 @@ def _cmd_list(args: argparse.Namespace) -> int:
         else:
             raise FusionbenchError(f"Unknown component kind '{args.kind}'. Choose one of: {', '.join(ALL)}.")
     for kind in kinds:
+        registry = ALL[kind]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            failed = registry.load_all()
+        for w in caught:
+            console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
         table = Table(title=kind, show_lines=False)
         table.add_column("name", style="bold")
         table.add_column("description")
         table.add_column("origin", style="dim")
-        for entry in ALL[kind].entries():
+        for entry in registry.entries():
             table.add_row(entry.name, entry.description, entry.origin)
+        for name, error in failed.items():
+            table.add_row(name, f"[red]failed to import[/red]: {error}", "plugin")
         out.print(table)
+    return 0
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from fusionbench.config import load_config
+    from fusionbench.data.stats import dataset_stats, format_stats
+    from fusionbench.registries import DATASETS
+
+    cfg = load_config(args.config, args.overrides)
+    stats = dataset_stats(DATASETS.build(cfg.data))
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    else:
+        out.print(format_stats(stats))
+    return 0
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from fusionbench.inference import caption_main
+
+    return caption_main(args)
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    from fusionbench.scaffold import new_plugin
+
+    root = new_plugin(args.name, kind=args.kind, directory=args.dir, component=args.component)
+    out.print(f"created {root}: pip install -e {root} && pytest {root}", highlight=False)
     return 0
 
 
@@ -190,6 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="file name stem (default: the dataset name)")
     p.set_defaults(func=_cmd_leaderboard)
 
+    p = sub.add_parser(
+        "wandb-dashboard",
+        help="save a W&B workspace and report with the panels for a grid (needs W&B online)",
+    )
+    p.add_argument("grid", help="the grid file (experiments/<grid>.yaml) or its results folder (runs/<grid>)")
+    p.add_argument("--project", help="W&B project (default: logger.wandb.project of the grid)")
+    p.add_argument("--entity", help="W&B entity (default: logger.wandb.entity, else your default entity)")
+    p.add_argument("--no-report", action="store_true", help="save the workspace only, no report")
+    p.add_argument("--dry-run", action="store_true", help="print the panels; contact nothing")
+    p.set_defaults(func=_cmd_wandb_dashboard)
+
     p = sub.add_parser("validate", help="check an experiment config without running it")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
@@ -197,8 +284,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("list", help="list registered components")
-    p.add_argument("kind", nargs="?", help="encoders | fusions | decoders | datasets")
+    p.add_argument("kind", nargs="?", help="encoders | fusions | decoders | datasets | metrics")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser(
+        "stats", help="images, captions, vocabulary, caption lengths, missing/corrupt files"
+    )
+    q.add_argument("config", help="experiment YAML whose `data:` section names the dataset")
+    q.add_argument("overrides", nargs="*")
+    q.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    q.set_defaults(func=_cmd_data_stats)
+
+    from fusionbench.inference import add_caption_arguments
+
+    p = sub.add_parser("caption", help="caption images with a trained checkpoint")
+    add_caption_arguments(p)
+    p.set_defaults(func=_cmd_caption)
+
+    p = sub.add_parser(
+        "new-plugin", help="scaffold an installable plugin package with one component and a test"
+    )
+    p.add_argument("name", help="package (distribution) name, e.g. my-fusion")
+    p.add_argument("--kind", default="fusion", choices=["encoder", "fusion", "decoder", "dataset", "metric"])
+    p.add_argument("--component", help="registry name of the component (default depends on --kind)")
+    p.add_argument("--dir", default=".", help="where to create the package folder")
+    p.set_defaults(func=_cmd_new_plugin)
 
     p = sub.add_parser(
         "score", help="score COCO-format predictions against references with coco-caption metrics"

@@ -167,7 +167,9 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
     plugins = data.get("plugins")
     if isinstance(plugins, list):  # .py paths are relative to the file that names them
         data["plugins"] = [
-            str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute() else p
+            str((path.parent / p).resolve())
+            if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
+            else p
             for p in plugins
         ]
     base = data.pop("base", None)

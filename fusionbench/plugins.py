@@ -49,7 +49,7 @@ def current_origin() -> str | None:
 
 
 @contextlib.contextmanager
-def plugin_origin(label: str) -> Iterator[None]:
+def plugin_origin(label: str | None) -> Iterator[None]:
     """Components registered inside this block are labelled with the plugin they came from."""
     token = _current_origin.set(label)
     try:
@@ -108,7 +108,7 @@ def load_plugin(spec: str, *, where: str, base_dir: Path | None = None) -> str:
             name = spec
     except Exception as err:
         raise PluginImportError(
-            f"Plugin '{spec}' (named in {where}) failed to import: {type(err).__name__}: {err}. "
+            f"Plugin '{spec}' (named in {where}) failed to import: {type(err).__name__}: {str(err).rstrip('.')}. "
             f"Fix the plugin, or remove it from {where}."
         ) from err
     _loaded_sources[spec] = name

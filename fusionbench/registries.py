@@ -40,7 +40,12 @@ DATASETS: Registry = Registry(
     "dataset",
     "data",
     base=CaptionDataset,
-    builtins=["fusionbench.data.shapes"],
+    builtins=[
+        "fusionbench.data.shapes",
+        "fusionbench.data.karpathy",
+        "fusionbench.data.coco",
+        "fusionbench.data.folder",
+    ],
     entry_point_group="fusionbench.datasets",
 )
 METRICS: Registry = Registry(

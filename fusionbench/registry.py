@@ -108,6 +108,7 @@ class Registry(Generic[T]):
         """
 
         def deco(obj: type[T]) -> type[T]:
+            self._ensure_loaded()  # built-ins first, so a plugin cannot silently shadow one
             if self.base is not None and not (inspect.isclass(obj) and issubclass(obj, self.base)):
                 raise RegistryError(
                     f"Cannot register {obj!r} as {self.kind} '{name}': it must subclass "
@@ -140,8 +141,11 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for mod in self._builtins:
-            importlib.import_module(mod)
+        from fusionbench.plugins import plugin_origin
+
+        with plugin_origin(None):  # built-ins are built-in even when a plugin triggers their import
+            for mod in self._builtins:
+                importlib.import_module(mod)
         if self.entry_point_group:
             for ep in importlib.metadata.entry_points(group=self.entry_point_group):
                 if ep.name not in self._entries:

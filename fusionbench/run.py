@@ -18,10 +18,19 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fusionbench.data.module import CaptionDataModule
+from fusionbench.cost import (
+    measure_model,
+    peak_memory_mb,
+    peak_memory_source,
+    reset_peak_memory,
+    typical_caption_length,
+)
+from fusionbench.data.module import CaptionDataModule, CaptionImages
+from fusionbench.data.stats import data_report
 from fusionbench.io import atomic_write_json, atomic_write_text
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
+from fusionbench.plugins import load_plugins
 from fusionbench.registries import DATASETS
 
 SCALE_NOTE = (
@@ -54,6 +63,19 @@ class ThroughputMeter(pl.Callback):
         return self.images / self.seconds if self.seconds > 0 else None
 
 
+def compute_extra_metrics(
+    cfg: DictConfig, predictions: dict[int, str], references: dict[int, list[str]]
+) -> dict[str, float]:
+    """The config's extra metrics (``metrics:`` list) on one split's predictions."""
+    from fusionbench.registries import METRICS
+
+    out: dict[str, float] = {}
+    for i, node in enumerate(cfg.metrics):
+        metric = METRICS.build(node, f"metrics[{i}]")
+        out.update({k: float(v) for k, v in metric.compute(predictions, references).items()})
+    return out
+
+
 def default_run_name(cfg: DictConfig) -> str:
     m = cfg.model
     return f"{m.encoder.name}-{m.fusion.name}-{m.decoder.name}-s{cfg.seed}"
@@ -67,6 +89,29 @@ def _predictions_json(predictions: dict[int, str]) -> list[dict[str, Any]]:
     return [{"image_id": int(i), "caption": c} for i, c in sorted(predictions.items())]
 
 
+def _measure_cost(
+    cfg: DictConfig, model, datamodule: CaptionDataModule, split: str, device
+) -> dict[str, Any]:
+    """FLOPs and greedy/beam inference time on the first images of ``split`` (``fusionbench.cost``)."""
+    images = CaptionImages(datamodule.split(split))
+    batch = datamodule.collate([images[k] for k in range(min(len(images), 16))])
+    train = datamodule.split("train")
+    max_words = int(cfg.text.max_words)
+    lengths = [len(model.tokenizer.encode(c, max_words)) - 1 for caps in train.captions[:200] for c in caps]
+    dc = cfg.decoding
+    return measure_model(
+        model,
+        batch["images"],
+        batch["boxes"],
+        beam_size=int(dc.beam_size),
+        max_len=int(dc.max_len),
+        length_penalty=float(dc.length_penalty),
+        no_repeat_ngram=int(dc.no_repeat_ngram),
+        caption_length=typical_caption_length(lengths),
+        device=device,
+    )
+
+
 def run_experiment(
     cfg: DictConfig,
     *,
@@ -78,8 +123,32 @@ def run_experiment(
 
     ``resume=True`` continues from ``checkpoints/last.ckpt`` when the run folder has one (the grid
     uses this for a cell that was interrupted); otherwise training starts from scratch.
+    W&B logging (``logger.wandb``, see ``fusionbench.tracking``) starts first and is finished in a
+    ``finally``, so a failing run never leaks its W&B run into the next one.
     """
+    from fusionbench.tracking import start_run_tracking
+
+    tracker = start_run_tracking(cfg, run_dir_for(cfg))
+    ok = False
+    try:
+        metrics = _run_experiment(cfg, tracker, progress=progress, resume=resume, callbacks=callbacks)
+        ok = True
+        return metrics
+    finally:
+        tracker.finish(exit_code=0 if ok else 1)
+
+
+def _run_experiment(
+    cfg: DictConfig,
+    tracker: Any,
+    *,
+    progress: bool | None,
+    resume: bool,
+    callbacks: list[pl.Callback] | None,
+) -> dict[str, Any]:
     wall_start = time.perf_counter()
+    reset_peak_memory()
+    load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -123,7 +192,7 @@ def run_experiment(
             stale.unlink(missing_ok=True)
     meter = ThroughputMeter()
     show = bool(tc.enable_progress_bar) if progress is None else progress
-    all_callbacks: list[pl.Callback] = [checkpoint, meter, *(callbacks or [])]
+    all_callbacks: list[pl.Callback] = [checkpoint, meter, *tracker.callbacks, *(callbacks or [])]
     if show:
         all_callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     trainer = pl.Trainer(
@@ -134,11 +203,11 @@ def run_experiment(
         limit_train_batches=tc.limit_train_batches,
         limit_val_batches=tc.limit_val_batches,
         check_val_every_n_epoch=int(tc.check_val_every_n_epoch),
-        log_every_n_steps=int(tc.log_every_n_steps),
+        log_every_n_steps=int(tracker.log_every_n_steps or tc.log_every_n_steps),
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
         deterministic=bool(tc.deterministic),
         default_root_dir=str(run_dir),
-        logger=False,
+        logger=tracker.logger,
         callbacks=all_callbacks,
         enable_progress_bar=show,
         enable_model_summary=False,
@@ -169,10 +238,26 @@ def run_experiment(
     }
     for split, result in module.test_results.items():
         metrics[split] = result["scores"].to_dict()
+        extra = compute_extra_metrics(cfg, result["predictions"], references[split])
+        if extra:
+            metrics[split].update(extra)
+            metrics[split]["extra_keys"] = sorted(extra)
+    device = trainer.strategy.root_device
     metrics["params"] = model.parameter_counts()
+    metrics["data"] = data_report(dataset, ["train", "val", *eval_splits])  # images used and skipped
+    measured = _measure_cost(cfg, model, datamodule, eval_splits[0], device)
+    decode_ms = {s: r["ms_per_image"] for s, r in module.test_results.items()}
     metrics["cost"] = {
         "train_images_per_s": meter.images_per_second,
-        "inference_ms_per_image": {s: r["ms_per_image"] for s, r in module.test_results.items()},
+        # <split>: decoding time per image while testing (configured beam; what leaderboards read);
+        # greedy/beam: the same fixed batch timed the same way for every combination (fusionbench.cost)
+        "inference_ms_per_image": {**decode_ms, "greedy": measured["greedy"], "beam": measured["beam"]},
+        "test_decode_ms_per_image": decode_ms,
+        "inference_setup": measured["setup"],
+        "flops_per_image": measured["flops_per_image"],
+        "flops_caption_length": measured["flops_caption_length"],
+        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_source": peak_memory_source(device),
         "train_seconds": train_seconds,
         "wall_seconds": time.perf_counter() - wall_start,
         "epochs": int(trainer.current_epoch),
@@ -185,5 +270,8 @@ def run_experiment(
         per_image = {str(i): s for i, s in sorted(result["scores"].per_image.items())}
         atomic_write_json(run_dir / f"scores_{split}.json", per_image)
     atomic_write_json(run_dir / "metrics.json", metrics)
+    tracker.log_results(metrics, module=module, dataset=dataset, model=model)
     metrics["run_dir"] = str(run_dir)
+    if tracker.info:
+        metrics["wandb"] = tracker.info
     return metrics

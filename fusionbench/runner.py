@@ -43,6 +43,7 @@ class GridSummary:
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: str | None = None
     seconds: float = 0.0
+    wandb: dict[str, Any] | None = None  # the W&B grid summary run (fusionbench.tracking), if logged
 
 
 class EpochProgress(pl.Callback):
@@ -228,6 +229,10 @@ def run_grid(
                     summary.interrupted = ", ".join(c.name for c in pending.values())
                     pool.shutdown(wait=False, cancel_futures=True)
     summary.seconds = time.perf_counter() - start
+    if not summary.interrupted and (summary.completed or summary.skipped):
+        from fusionbench.tracking import log_grid_summary  # no-op when logger.wandb.mode is disabled
+
+        summary.wandb = log_grid_summary(grid)
     return summary
 
 

@@ -25,7 +25,13 @@ def tiny_run(tmp_path_factory):
 
 def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
     run = tiny_run
-    for name in ("config.yaml", "metrics.json", "predictions.json", "predictions_test_novel.json", "vocab.json"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "predictions.json",
+        "predictions_test_novel.json",
+        "vocab.json",
+    ):
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "best.ckpt").is_file()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -35,7 +41,9 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
         for key in METRIC_KEYS:
             assert isinstance(metrics[split][key], float), (split, key)
     assert "SPICE" in metrics["test"]["unavailable"]
-    assert metrics["params"]["total"] == sum(metrics["params"][k] for k in ("encoder", "projection", "fusion", "decoder"))
+    assert metrics["params"]["total"] == sum(
+        metrics["params"][k] for k in ("encoder", "projection", "fusion", "decoder")
+    )
     assert metrics["cost"]["train_images_per_s"] > 0
     assert metrics["cost"]["inference_ms_per_image"]["test"] > 0
     preds = json.loads((run / "predictions.json").read_text())
@@ -103,15 +111,23 @@ def assert_clean_error(capsys, code, *needles):
 
 
 def test_cli_errors_are_one_paragraph_exit_2(tmp_path, tiny_config, capsys):
-    assert_clean_error(capsys, main(["run", str(tmp_path / "missing.yaml")]), "missing.yaml", "does not exist")
+    assert_clean_error(
+        capsys, main(["run", str(tmp_path / "missing.yaml")]), "missing.yaml", "does not exist"
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {encoder: [\n")
     assert_clean_error(capsys, main(["validate", str(bad)]), "bad.yaml", "YAML")
-    assert_clean_error(capsys, main(["validate", str(tiny_config), "model.encoder.name=vitt"]), "Unknown encoder", "vit")
+    assert_clean_error(
+        capsys, main(["validate", str(tiny_config), "model.encoder.name=vitt"]), "Unknown encoder", "vit"
+    )
     assert_clean_error(capsys, main(["validate", str(tiny_config), "trainer.epochs=3"]), "trainer.epochs")
-    assert_clean_error(capsys, main(["validate", str(tiny_config), "trainer.max_epochs=abc"]), "trainer.max_epochs")
+    assert_clean_error(
+        capsys, main(["validate", str(tiny_config), "trainer.max_epochs=abc"]), "trainer.max_epochs"
+    )
     empty = write_json(tmp_path / "empty.json", [])
-    refs = write_json(tmp_path / "refs.json", {"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "a"}]})
+    refs = write_json(
+        tmp_path / "refs.json", {"images": [{"id": 1}], "annotations": [{"image_id": 1, "caption": "a"}]}
+    )
     assert_clean_error(capsys, main(["score", "--predictions", empty, "--references", refs]), "empty.json")
     unknown = write_json(tmp_path / "unknown.json", [{"image_id": 99, "caption": "a dog"}])
     assert_clean_error(capsys, main(["score", "--predictions", unknown, "--references", refs]), "99")

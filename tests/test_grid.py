@@ -161,8 +161,8 @@ def test_dry_run_lists_cells(capsys):
 
 def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
     from fusionbench.config import load_config
-    from fusionbench.runner import _base_record, plan
     from fusionbench.run import run_experiment
+    from fusionbench.runner import _base_record, plan
 
     common = [f"output_dir={tmp_path}", "run_name=cell"]
     first = run_experiment(

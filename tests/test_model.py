@@ -41,7 +41,9 @@ def batch(tok):
 
 def loss_of(model, tok, images, ids):
     logits, extras = model(images, ids[:, :-1])
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=tok.pad_id)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=tok.pad_id
+    )
     return loss + extras.get("aux_loss", 0.0)
 
 

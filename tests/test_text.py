@@ -3,7 +3,14 @@ from fusionbench.text import WordVocab, normalize_caption
 
 def test_normalize_lowercases_and_strips_punctuation():
     assert normalize_caption("A Red circle, left of the BLUE square.") == [
-        "a", "red", "circle", "left", "of", "the", "blue", "square",
+        "a",
+        "red",
+        "circle",
+        "left",
+        "of",
+        "the",
+        "blue",
+        "square",
     ]
     assert normalize_caption("It's the dog's 2nd ball!") == ["it's", "the", "dog's", "2nd", "ball"]
 

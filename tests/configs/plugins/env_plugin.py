@@ -1,0 +1,9 @@
+"""A plugin named by the FUSIONBENCH_PLUGINS environment variable."""
+
+from fusionbench.fusion.late import LateFusion
+from fusionbench.registries import FUSIONS
+
+
+@FUSIONS.register("env_gate")
+class EnvGate(LateFusion):
+    """Late fusion registered from FUSIONBENCH_PLUGINS."""
