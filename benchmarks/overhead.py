@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import statistics
 import sys
 import time
@@ -50,34 +49,6 @@ def epoch_timer():
             self.seconds = time.perf_counter() - self.start
 
     return EpochTimer()
-
-
-def make_optimizer(model, oc, total_steps: int):
-    """CaptionModule.configure_optimizers, without a Trainer."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() or "embed" in name.lower() else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": oc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=oc.lr,
-    )
-    total = max(1, total_steps)
-    warmup = min(int(oc.warmup_steps), total // 2)
-    schedule = str(oc.schedule)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusionbench.metrics import prepare_references, start_meteor
     from fusionbench.model import build_model, build_tokenizer
     from fusionbench.module import CaptionModule
+    from fusionbench.optim import build_optimizer
     from fusionbench.registries import DATASETS
 
     console = Console(width=120)
@@ -180,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda" if str(tc.accelerator) in ("gpu", "cuda") else "cpu")
         model.to(device)
         model.train()
-        opt, sched = make_optimizer(model, oc, steps)
+        opt, sched = build_optimizer(model, oc, steps)
         loader = datamodule.train_dataloader()
         clip = float(oc.grad_clip)
         pad = tokenizer.pad_id

@@ -10,7 +10,6 @@ Structure after lightning-hydra-template: one metric object per split, ``self.lo
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from fusionbench.metrics import CaptionMetric
 from fusionbench.model import CaptioningModel
+from fusionbench.optim import build_optimizer
 
 
 class CaptionModule(pl.LightningModule):
@@ -67,29 +67,7 @@ class CaptionModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        oc = self.cfg.optim
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim < 2 or "norm" in name.lower() or "embed" in name.lower() else decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": oc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=oc.lr,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = min(int(oc.warmup_steps), total // 2)
-        schedule = str(oc.schedule)
-
-        def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant":
-                return 1.0
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt, sched = build_optimizer(self.model, self.cfg.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation -----------------------------------------------------------------------------
