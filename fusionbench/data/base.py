@@ -171,6 +171,16 @@ def _listing(items: list[str], total: int) -> str:
     return shown + more
 
 
+@dataclass
+class ImageFileOptions:
+    """Options every dataset of image files shares (the ``Config`` base of coco, karpathy, folder)."""
+
+    image_size: int = 224  # images are resized to image_size x image_size
+    resize: str = "stretch"  # stretch | crop | pad (fusionbench.data.images)
+    on_bad_image: str = "skip"  # undecodable file: skip (counted) | error
+    on_missing: str = "error"  # missing file: error (first 10 listed) | skip (counted)
+
+
 class ImageFileDataset(CaptionDataset):
     """Base of datasets whose images are files under an image root (see the module docstring).
 

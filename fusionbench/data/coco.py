@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionbench.data.base import (
+from fusionbench.data.base import (  # noqa: I001
     ImageFileDataset,
+    ImageFileOptions,
     ImageRecord,
     SkipLog,
     read_json,
@@ -87,7 +88,7 @@ class CocoDataset(ImageFileDataset):
     dataset_name = "coco"
 
     @dataclass
-    class Config:
+    class Config(ImageFileOptions):
         """Options of ``data`` when ``data.name: coco``."""
 
         train_annotations: str = "data/coco/annotations/captions_train2014.json"
@@ -97,10 +98,6 @@ class CocoDataset(ImageFileDataset):
         num_val: int = 5000  # val2014 images (hash order) used for validation
         num_test: int = 5000  # the next ones, for test; -1 = every remaining val2014 image
         restval: str = "train"  # the other val2014 images: train (fold in) | drop
-        image_size: int = 224  # images are resized to image_size x image_size
-        resize: str = "stretch"  # stretch | crop | pad (fusionbench.data.images)
-        on_bad_image: str = "skip"  # undecodable file: skip (counted) | error
-        on_missing: str = "error"  # missing file: error (first 10 listed) | skip (counted)
 
     def validate_config(self) -> None:
         super().validate_config()

@@ -49,7 +49,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fusionbench.data.base import ImageFileDataset, ImageRecord, SkipLog, read_text, type_name
+from fusionbench.data.base import (
+    ImageFileDataset,
+    ImageFileOptions,
+    ImageRecord,
+    SkipLog,
+    read_text,
+    type_name,
+)
 from fusionbench.data.images import IMAGE_EXTENSIONS
 from fusionbench.errors import ConfigError, DataError
 from fusionbench.registries import DATASETS
@@ -103,17 +110,13 @@ class FolderDataset(ImageFileDataset):
     dataset_name = "folder"
 
     @dataclass
-    class Config:
+    class Config(ImageFileOptions):
         """Options of ``data`` when ``data.name: folder``."""
 
         root: str = ""  # required: the folder holding the images (and the captions file)
         captions: str = ""  # "" = auto (captions.jsonl / .csv / .tsv in root); relative to root
         val_fraction: float = 0.1  # images without a split value going to val
         test_fraction: float = 0.1  # ... and to test
-        image_size: int = 224  # images are resized to image_size x image_size
-        resize: str = "stretch"  # stretch | crop | pad (fusionbench.data.images)
-        on_bad_image: str = "skip"  # undecodable file: skip (counted) | error
-        on_missing: str = "error"  # missing file: error (first 10 listed) | skip (counted)
 
     def validate_config(self) -> None:
         super().validate_config()

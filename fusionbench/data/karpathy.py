@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionbench.data.base import (
+from fusionbench.data.base import (  # noqa: I001
     ImageFileDataset,
+    ImageFileOptions,
     ImageRecord,
     SkipLog,
     read_json,
@@ -74,16 +75,12 @@ class KarpathyDataset(ImageFileDataset):
     dataset_name = "coco_karpathy"
 
     @dataclass
-    class Config:
+    class Config(ImageFileOptions):
         """Options of ``data`` for Karpathy-split datasets."""
 
         annotations: str = "data/coco/dataset_coco.json"  # Karpathy's split JSON
         image_root: str = "data/coco"  # image path = image_root / filepath / filename
         restval: str = "train"  # COCO's restval images: "train" (fold in, the usual) or "drop"
-        image_size: int = 224  # images are resized to image_size x image_size
-        resize: str = "stretch"  # stretch | crop | pad (fusionbench.data.images)
-        on_bad_image: str = "skip"  # undecodable file: skip (counted) | error
-        on_missing: str = "error"  # missing file: error (first 10 listed) | skip (counted)
 
     def validate_config(self) -> None:
         super().validate_config()
