@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionbench.data.base import (  # noqa: I001
+from fusionbench.data.base import (
     ImageFileDataset,
     ImageFileOptions,
     ImageRecord,
