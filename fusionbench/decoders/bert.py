@@ -406,7 +406,9 @@ class BertDecoder(Decoder):
         keep = self.tokenizer.source_ids
         if keep is not None and len(keep) < model.config.vocab_size:
             _prune_output_vocab(model, keep)
-        return model
+        # from_pretrained returns the model in eval mode, and Lightning keeps submodule modes:
+        # without this the pretrained decoder would train with its dropout switched off
+        return model.train()
 
     # -- helpers ----------------------------------------------------------------------------------
     def _word_embeds(self, ids: Tensor, init: Tensor | None) -> Tensor:
