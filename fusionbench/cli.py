@@ -159,6 +159,12 @@ def _cmd_wandb_dashboard(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fusionbench.config import load_config, to_yaml
+    from fusionbench.grid import is_grid_file, load_grid
+
+    if is_grid_file(args.config):
+        grid = load_grid(args.config, args.overrides)
+        out.print(f"[green]OK[/green] {args.config} is a valid grid: {len(grid.cells)} cells, each a valid experiment.")
+        return 0
 
     cfg = load_config(args.config, args.overrides)
     if args.print:

@@ -34,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from fusionbench.config import _layers, compose, parse_overrides
 from fusionbench.errors import ConfigError, FusionbenchError
 
-# keys that name where/how results are shown, not what is computed: excluded from the cell hash
-_NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar")
+# keys that name where/how results are shown or logged, not what is computed: excluded from the cell hash
+_NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar", "logger")
 
 
 @dataclass

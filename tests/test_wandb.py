@@ -372,11 +372,12 @@ def test_failing_wandb_init_is_one_warning_and_no_tracker(tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         tracker = start_run_tracking(offline_cfg(tmp_path), tmp_path / "tiny" / "run")
-        # wandb.init runs in the background; the run asks for the logger when it builds its Trainer
-        assert tracker.logger is False and tracker.callbacks == [] and tracker.log_every_n_steps is None
+        # wandb.init runs in the background; the logger waits for it, then does nothing
+        tracker.logger.log_metrics({"train/loss": 1.0}, step=0)
+        tracker.logger.log_hyperparams({"a": 1})
         tracker.log_results({"test": {"CIDEr": 1.0}})
         tracker.finish()
-    assert tracker.run is None and tracker.info is None
+    assert tracker.run is None and tracker.info is None and tracker.logger.experiment is None
     (message,) = tracking_warnings(record)
     assert "service exploded" in message
 
@@ -401,6 +402,35 @@ def test_logging_errors_are_one_warning_then_silence(tmp_path):
         tracker.finish()
     (message,) = tracking_warnings(record)
     assert "disk full" in message and len(calls) == 1
+
+
+def test_metrics_logged_while_wandb_starts_are_kept_and_sent(tmp_path, monkeypatch):
+    """wandb.init runs in the background; training never waits for it, and loses nothing."""
+    import threading
+
+    import wandb
+
+    from fusionbench.tracking import start_run_tracking
+
+    release = threading.Event()
+    real_init = wandb.init
+
+    def slow_init(**kwargs):
+        release.wait(10)
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", slow_init)
+    tracker = start_run_tracking(offline_cfg(tmp_path), tmp_path / "tiny" / "run")
+    start = time.perf_counter()
+    for step in range(5):
+        tracker.logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+    assert tracker.starting and tracker.logger.experiment is None
+    assert time.perf_counter() - start < 0.5  # nothing waited for W&B
+    release.set()
+    tracker.finish()
+    history = read_run(tracker.info["dir"]).history
+    assert [h["trainer/global_step"] for h in history if "train/loss" in h] == [0, 1, 2, 3, 4]
+    assert tracker.info["seconds_by_part"]["logging metrics"] > 0
 
 
 def test_a_failing_run_finishes_its_wandb_run_with_an_error_code(tmp_path, monkeypatch):
@@ -437,3 +467,12 @@ def test_sample_and_attention_map_helpers():
     assert amap[40, 40] == pytest.approx(1.0) and amap[5, 5] == pytest.approx(0.25)
     assert attention_map(np.ones(11, dtype=np.float32), 64, 64) is None  # no place in the image
     assert enlarge(np.zeros((64, 64, 3), dtype=np.uint8)).shape == (128, 128, 3)
+
+
+def test_dashboard_without_wandb_workspaces_says_how_to_install(monkeypatch):
+    from fusionbench.tracking.dashboard import DashboardError, _import_workspaces
+
+    monkeypatch.setitem(sys.modules, "wandb_workspaces", None)
+    monkeypatch.setitem(sys.modules, "wandb_workspaces.workspaces", None)
+    with pytest.raises(DashboardError, match=r"fusionbench\[dashboards\]"):
+        _import_workspaces()

@@ -241,7 +241,7 @@ def _import_workspaces():
     except ImportError as err:
         raise DashboardError(
             f"The W&B dashboard needs the optional package wandb-workspaces ({err}). Install it with "
-            "`pip install wandb-workspaces` (or `pip install fusionbench[wandb]`)."
+            "`pip install wandb-workspaces` (or `pip install 'fusionbench[dashboards]'`)."
         ) from None
     return ws, wr
 

@@ -6,9 +6,9 @@ What a run logs (``job_type: train``, name = the grid cell name, ``group`` = the
   ``encoder``, ``fusion``, ``decoder``, ``dataset``, ``seed`` (and ``experiment``, ``cell``) so
   that W&B's group-by, parallel-coordinates and scatter panels need no custom parsing;
 * tags: encoder, fusion, decoder, dataset, plus ``logger.wandb.tags``;
-* history: ``train/loss``, ``train/ce``, ``train/lr`` every ``trainer.log_every_n_steps`` steps,
+* history: ``train/loss``, ``train/ce``, ``train/lr`` every step (``logger.wandb.log_every_n_steps``),
   ``val/<metric>`` every validation epoch, ``train/images_per_s`` every epoch (through Lightning's
-  ``WandbLogger``, x-axis ``trainer/global_step``; ``val/*`` and throughput also against ``epoch``);
+  ``WandbLogger``, x-axis ``trainer/global_step``; ``val/*`` and throughput against ``epoch``);
 * summary: every coco-caption key of every evaluation split (``test/CIDEr``, ``test_novel/Bleu_4``,
   raw scale as in metrics.json), the best validation epoch (``best_val/...``) and cost
   (``cost/params_total``, ``cost/params_<component>``, ``cost/train_images_per_s``,
@@ -17,6 +17,10 @@ What a run logs (``job_type: train``, name = the grid cell name, ``group`` = the
 * ``predictions``: a ``wandb.Table`` (image_id, image, references, prediction, per-image CIDEr-D)
   for a fixed sample of test images, and, under attention fusion, ``attention`` (one row per
   image and word: the heatmap over the image) plus ``attention/maps`` (one strip per image).
+
+Cost: ``wandb.init`` runs in a background thread (metrics logged meanwhile are kept and sent
+later), so the run only pays for the logging calls themselves; ``wandb.json`` in the run folder
+records the seconds spent in W&B calls (``seconds``, ``seconds_by_part``).
 
 Safety: the tracker is created before anything else of the run and finished in a ``finally``
 (``wandb.finish`` with the run's exit code), so a failing cell never leaks its W&B run into the
@@ -259,18 +263,49 @@ class _Guard:
             self.add(what, time.perf_counter() - start)
 
 
-def _safe_logger(run, guard: _Guard, save_dir: Path):
-    """Lightning's ``WandbLogger`` around an already started run, with every call guarded."""
+def _safe_logger(tracker: WandbTracker, name: str):
+    """Lightning's ``WandbLogger`` for the tracker's run, created at once. While the background
+    ``wandb.init`` is still running, metrics are kept in memory and sent as soon as the run is up,
+    so training never waits for W&B; every call is guarded, and it does nothing when W&B could
+    not start."""
     from pytorch_lightning.loggers import WandbLogger
 
     class SafeWandbLogger(WandbLogger):
+        pending: list[tuple[dict[str, Any], int | None]]  # logged while wandb.init was running
+
+        @property
+        def experiment(self):
+            """The W&B run; None while ``wandb.init`` is still running (Lightning touches this
+            property at setup only to trigger a lazy init, which must not wait)."""
+            if not tracker.starting:
+                tracker.wait()
+            return tracker.run
+
+        @property
+        def version(self) -> str | None:
+            return getattr(tracker.run, "id", None)
+
         def log_hyperparams(self, params: Any) -> None:
             """The config was logged at init, shaped (nested + flat keys); nothing to add."""
 
         def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-            if guard.broken:
+            if tracker.starting:
+                self.pending.append((dict(metrics), step))
                 return
-            with guard.guard("logging metrics"):
+            self.flush()
+            self._send(metrics, step)
+
+        def flush(self) -> None:
+            """Send the metrics kept while ``wandb.init`` was running (waits for it)."""
+            tracker.wait()
+            pending, self.pending = self.pending, []
+            for metrics, step in pending:
+                self._send(metrics, step)
+
+        def _send(self, metrics: Mapping[str, float], step: int | None) -> None:
+            if tracker.run is None or tracker.guard.broken:
+                return
+            with tracker.guard.guard("logging metrics"):
                 super().log_metrics(metrics, step)
 
         def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
@@ -279,7 +314,9 @@ def _safe_logger(run, guard: _Guard, save_dir: Path):
         def finalize(self, status: str) -> None:
             """The tracker finishes the run itself (in a ``finally``)."""
 
-    return SafeWandbLogger(experiment=run, save_dir=str(save_dir), project=run.project, name=run.name)
+    logger = SafeWandbLogger(save_dir=str(tracker.run_dir), project=str(tracker.wc.project), name=name)
+    logger.pending = []
+    return logger
 
 
 class EpochThroughput(pl.Callback):
@@ -314,9 +351,10 @@ class EpochThroughput(pl.Callback):
 class WandbTracker:
     """A W&B run for one experiment (see the module doc for what it logs).
 
-    ``wandb.init`` (which starts W&B's service process, about a second) runs in a background
-    thread while the run builds its data and model; ``logger``, ``callbacks`` and everything else
-    wait for it. If it fails, the tracker behaves like :class:`NullTracker` after one warning.
+    ``wandb.init`` (which starts W&B's service process, a second or more) runs in a background
+    thread while the run builds its data and model and starts training; metrics logged before it
+    is up are kept and sent once it is. If it fails, there is one warning and every W&B call after
+    that is a no-op, as with :class:`NullTracker`.
     """
 
     def __init__(
@@ -328,14 +366,14 @@ class WandbTracker:
         self.guard = _Guard()
         self.run = None
         self.mode = "disabled"
-        self._logger: Any = False
-        self._callbacks: list[pl.Callback] = []
         self.info: dict[str, Any] | None = None
         self._finished = False
         self._env = contextlib.ExitStack()
         self._env.enter_context(wandb_env(wandb_root(cfg)))
         every = self.wc.log_every_n_steps
-        self._every: int | None = max(1, int(every)) if every is not None else None
+        self.log_every_n_steps: int | None = max(1, int(every)) if every is not None else None
+        self.logger = _safe_logger(self, str(init_kwargs["name"]))
+        self.callbacks: list[pl.Callback] = [EpochThroughput(self.guard)]
         self._thread: threading.Thread | None = threading.Thread(
             target=self._start, args=(decision, init_kwargs), name="fusionbench-wandb-init", daemon=True
         )
@@ -348,15 +386,14 @@ class WandbTracker:
             if run is None:
                 return
             self.run, self.mode = run, mode
-            with self.guard.guard("setting up metrics"):
+            try:  # default x-axes: steps for training, epochs for validation and throughput
                 run.define_metric("trainer/global_step")
                 run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
                 run.define_metric("epoch")
                 run.define_metric("val/*", step_metric="epoch", step_sync=True)
                 run.define_metric("train/images_per_s", step_metric="epoch", step_sync=True)
-            if not self.guard.broken:
-                self._logger = _safe_logger(run, self.guard, self.run_dir)
-                self._callbacks = [EpochThroughput(self.guard)]
+            except Exception as err:
+                self.guard.fail("setting up metrics", err)
             self.info = {
                 "mode": mode,
                 "id": getattr(run, "id", None),
@@ -374,7 +411,12 @@ class WandbTracker:
             if self.run is not None:
                 with contextlib.suppress(Exception):
                     self.run.finish(exit_code=1)
-            self.run, self.mode, self._logger, self._callbacks, self.info = None, "disabled", False, [], None
+            self.run, self.mode, self.info = None, "disabled", None
+
+    @property
+    def starting(self) -> bool:
+        """True while ``wandb.init`` is still running in the background."""
+        return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
         """Block until the background ``wandb.init`` is done (the wait counts as W&B time)."""
@@ -385,28 +427,13 @@ class WandbTracker:
             self.guard.add("waiting for wandb.init", time.perf_counter() - start)
 
     @property
-    def logger(self) -> Any:
-        self.wait()
-        return self._logger
-
-    @property
-    def callbacks(self) -> list[pl.Callback]:
-        self.wait()
-        return self._callbacks
-
-    @property
-    def log_every_n_steps(self) -> int | None:
-        self.wait()
-        return self._every if self.run is not None else None
-
-    @property
     def cfg_group(self) -> str:
         return str(self.wc.group or self.cfg.name)
 
     # -- end of the run ------------------------------------------------------------------------
     def log_results(self, metrics: Mapping[str, Any], *, module=None, dataset=None, model=None) -> None:
         """Summary metrics, then the predictions table and attention heatmaps (each guarded)."""
-        self.wait()
+        self.logger.flush()
         if self.run is None or self.guard.broken:
             return
         with self.guard.guard("logging the summary"):
@@ -469,6 +496,8 @@ class WandbTracker:
         if self._finished:
             return
         self._finished = True
+        with contextlib.suppress(Exception):
+            self.logger.flush()
         self.wait()
         start = time.perf_counter()
         try:
