@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fusionbench.inference import rebuild_info
 from fusionbench.metrics import CaptionMetric
 from fusionbench.model import CaptioningModel
 from fusionbench.optim import build_optimizer
@@ -126,6 +127,8 @@ class CaptionModule(pl.LightningModule):
             "tokenizer": self.model.tokenizer.to_dict(),
             "val_history": self.val_history,
             "best_val": self.best_val,
+            # normalisation, weights source, BERT config, detector settings: rebuild needs no original files
+            "rebuild": rebuild_info(self.model),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
