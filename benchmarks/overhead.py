@@ -76,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from fusionbench.config import load_config
-    from fusionbench.data.module import CaptionDataModule
     from fusionbench.metrics import prepare_references, start_meteor
-    from fusionbench.model import build_model, build_tokenizer
     from fusionbench.module import CaptionModule
     from fusionbench.optim import build_optimizer
     from fusionbench.registries import DATASETS
+    from fusionbench.run import build_experiment
 
     console = Console(width=120)
     cfg = load_config(args.config, args.overrides)
@@ -90,23 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dataset = DATASETS.build(cfg.data)
-    train = dataset.split("train")
-    tokenizer = build_tokenizer(
-        cfg.model, [c for caps in train.captions for c in caps], int(cfg.text.min_count)
-    )
-    model = build_model(cfg.model, tokenizer)
+    tokenizer, model, datamodule, references = build_experiment(cfg, dataset)
     initial = copy.deepcopy(model.state_dict())
-    datamodule = CaptionDataModule(
-        dataset,
-        tokenizer,
-        batch_size=int(cfg.loader.batch_size),
-        eval_batch_size=int(cfg.loader.eval_batch_size),
-        num_workers=int(cfg.loader.num_workers),
-        max_words=int(cfg.text.max_words),
-        seed=int(cfg.seed),
-    )
     eval_splits = dataset.eval_splits()
-    references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
     # The metrics' background work (METEOR JVM, reference tokenisation) would run during the first
     # timed epoch; do it now so that both sides train on a quiet machine.
     thread = start_meteor(warm=True)
@@ -119,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(datamodule.train_dataloader())
     if tc.limit_train_batches is not None and float(tc.limit_train_batches) != 1.0:
         raise SystemExit("overhead.py times full epochs: leave trainer.limit_train_batches at 1.0")
-    images_per_epoch = len(train)
+    images_per_epoch = len(dataset.split("train"))
 
     def lightning_epoch() -> tuple[float, float, float]:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

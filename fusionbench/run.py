@@ -76,6 +76,29 @@ def compute_extra_metrics(
     return out
 
 
+def build_experiment(
+    cfg: DictConfig, dataset
+) -> tuple[Any, Any, CaptionDataModule, dict[str, dict[int, list[str]]]]:
+    """Tokenizer (fitted on the train captions), model, data module and the references of the
+    validation and evaluation splits: everything a run trains and scores, from its config."""
+    train = dataset.split("train")
+    tokenizer = build_tokenizer(
+        cfg.model, [c for caps in train.captions for c in caps], int(cfg.text.min_count)
+    )
+    model = build_model(cfg.model, tokenizer)
+    datamodule = CaptionDataModule(
+        dataset,
+        tokenizer,
+        batch_size=int(cfg.loader.batch_size),
+        eval_batch_size=int(cfg.loader.eval_batch_size),
+        num_workers=int(cfg.loader.num_workers),
+        max_words=int(cfg.text.max_words),
+        seed=int(cfg.seed),
+    )
+    references = {s: dataset.split(s).references() for s in ["val", *dataset.eval_splits()]}
+    return tokenizer, model, datamodule, references
+
+
 def default_run_name(cfg: DictConfig) -> str:
     m = cfg.model
     return f"{m.encoder.name}-{m.fusion.name}-{m.decoder.name}-s{cfg.seed}"
@@ -157,23 +180,9 @@ def _run_experiment(
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     dataset = DATASETS.build(cfg.data)
-    train = dataset.split("train")
-    tokenizer = build_tokenizer(
-        cfg.model, [c for caps in train.captions for c in caps], int(cfg.text.min_count)
-    )
-    atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
-    model = build_model(cfg.model, tokenizer)
-    datamodule = CaptionDataModule(
-        dataset,
-        tokenizer,
-        batch_size=int(cfg.loader.batch_size),
-        eval_batch_size=int(cfg.loader.eval_batch_size),
-        num_workers=int(cfg.loader.num_workers),
-        max_words=int(cfg.text.max_words),
-        seed=int(cfg.seed),
-    )
+    tokenizer, model, datamodule, references = build_experiment(cfg, dataset)
     eval_splits = dataset.eval_splits()
-    references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
+    atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
     module = CaptionModule(model, cfg, references, eval_splits)
 
     tc = cfg.trainer
