@@ -86,6 +86,14 @@ class DecodingConfig:
 
 
 @dataclass
+class ScoringConfig:
+    """Test-time scoring beyond coco-caption's BLEU/METEOR/ROUGE-L/CIDEr-D (always computed)."""
+
+    spice: bool = True  # SPICE when its CoreNLP jars are found; reported unavailable (with why) otherwise
+    spice_jar_dir: str | None = None  # folder with the CoreNLP 3.6.0 jars (default: pycocoevalcap's lib/)
+
+
+@dataclass
 class WandbConfig:
     """Weights & Biases logging (``fusionbench.tracking``); ``disabled`` never imports wandb."""
 
@@ -123,6 +131,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     plugins: list[str] = field(default_factory=list)  # modules or .py files imported first
     metrics: list[Any] = field(default_factory=list)  # extra metrics (registry names or {name: ...})
@@ -265,7 +274,18 @@ def compose(layers: list[tuple[str, dict]]) -> DictConfig:
         resolved = registry.resolve_config(OmegaConf.select(cfg, key), key)
         OmegaConf.update(cfg, key, resolved, merge=False)
     _check_logger(cfg)
+    _check_scoring(cfg)
     return cfg
+
+
+def _check_scoring(cfg: DictConfig) -> None:
+    jar_dir = cfg.scoring.spice_jar_dir
+    if jar_dir and not Path(str(jar_dir)).expanduser().is_dir():
+        raise ConfigError(
+            f"scoring.spice_jar_dir={str(jar_dir)!r} is not a folder. Point it at the folder holding "
+            "stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar, or remove the key "
+            "(SPICE is then reported unavailable, with the reason, and the other metrics are unaffected)."
+        )
 
 
 WANDB_MODES = ("online", "offline", "disabled", "auto")

@@ -353,6 +353,8 @@ def aggregate(
         "notes",
         "params_total",
         "train_images_per_s",
+        "gflops_per_image",
+        "peak_memory_mb",
         "wall_seconds",
     }
     short = _short_names(extra_keys, reserved)
@@ -400,6 +402,13 @@ def aggregate(
         )
         row["train_images_per_s"] = _mean_of(
             (c.metrics.get("cost") or {}).get("train_images_per_s") for c in config.cells
+        )
+        row["gflops_per_image"] = _mean_of(
+            None if (f := (c.metrics.get("cost") or {}).get("flops_per_image")) is None else f / 1e9
+            for c in config.cells
+        )
+        row["peak_memory_mb"] = _mean_of(
+            (c.metrics.get("cost") or {}).get("peak_memory_mb") for c in config.cells
         )
         for split in splits:
             row[f"{split}_ms_per_image"] = _mean_of(
@@ -524,7 +533,7 @@ def display_table(
     # Extra assignment columns sit between ``decoder`` and ``n_seeds`` in every row (see ``aggregate``).
     extra_cols = keys[keys.index("decoder") + 1 : keys.index("n_seeds")] if keys else []
     header = ["rank", *label_cols, *extra_cols, "test CIDEr-D", "test BLEU-4", "test METEOR", "test ROUGE-L"]
-    header += ["params", "train img/s", "ms/image", "seeds", "p vs #1"]
+    header += ["params", "GFLOPs/img", "train img/s", "ms/image", "peak MB", "seeds", "p vs #1"]
     others = [s for s in splits if s != "test"]
     for split in others:
         header += [f"{split} CIDEr-D", f"{split} BLEU-4"]
@@ -548,8 +557,10 @@ def display_table(
                 (fmt_score(row[f"test_{metric}_mean"], row[f"test_{metric}_std"]), row[f"test_{metric}_mean"])
             )
         cells.append((fmt_params(row["params_total"]), row["params_total"]))
+        cells.append((_fmt_num(row.get("gflops_per_image"), 3), row.get("gflops_per_image")))
         cells.append((_fmt_num(row["train_images_per_s"], 0), row["train_images_per_s"]))
         cells.append((_fmt_num(row["test_ms_per_image"], 2), row["test_ms_per_image"]))
+        cells.append((_fmt_num(row.get("peak_memory_mb"), 0), row.get("peak_memory_mb")))
         cells.append((str(row["n_seeds"]), row["n_seeds"]))
         p = row["p_vs_top"]
         cells.append(("–" if p is None else f"{p:.3f}", p))
@@ -589,7 +600,9 @@ def legend_line(n_boot: int) -> str:
         f"{NOT_SIGNIFICANT} not significantly different from the top: rank 1 is not significantly better than "
         f"this configuration (paired bootstrap over test images, {n_boot} resamples, p ≥ {ALPHA}; p vs #1 column). "
         "CIDEr-D cells are mean ± sample std over seeds [95% bootstrap CI over test images]; "
-        "other scores are mean ± std over seeds."
+        "other scores are mean ± std over seeds. Cost: GFLOPs/img is one teacher-forced forward pass "
+        "(torch FlopCounterMode), train img/s steady-state training throughput, ms/image test decoding with the "
+        "configured beam, peak MB the process's peak memory (RSS on CPU, max allocated on CUDA)."
     )
 
 

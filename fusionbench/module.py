@@ -41,7 +41,17 @@ class CaptionModule(pl.LightningModule):
         self.eval_splits = list(eval_splits)
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.val_metric = CaptionMetric(references["val"], spice=False)  # SPICE (if installed) only at test
-        self.test_metrics = nn.ModuleList([CaptionMetric(references[s]) for s in self.eval_splits])
+        scoring = cfg.get("scoring") or {}
+        self.test_metrics = nn.ModuleList(
+            [
+                CaptionMetric(
+                    references[s],
+                    spice=bool(scoring.get("spice", True)),
+                    spice_jar_dir=scoring.get("spice_jar_dir") or None,
+                )
+                for s in self.eval_splits
+            ]
+        )
         self.best_val: dict[str, float] = {}
         self.val_history: list[dict[str, float]] = []
         self.test_results: dict[str, Any] = {}

@@ -77,3 +77,11 @@ def test_base_cycle_is_reported(tmp_path):
 
 def test_parse_overrides_nests_and_parses_values():
     assert parse_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+
+
+def test_scoring_section_defaults_and_a_missing_spice_folder(tiny_config, tmp_path):
+    cfg = load_config(tiny_config)
+    assert cfg.scoring.spice is True and cfg.scoring.spice_jar_dir is None
+    assert load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path}"]).scoring.spice_jar_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match=r"scoring.spice_jar_dir=.*nope.*is not a folder"):
+        load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path / 'nope'}"])

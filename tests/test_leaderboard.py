@@ -91,6 +91,8 @@ def _write_cell(root: Path, fusion: str, seed: int, *, extras: dict | None = Non
             "train_seconds": 10.0,
             "wall_seconds": 12.0,
             "epochs": 4,
+            "flops_per_image": 2.0e9 + 1.0e9 * seed,
+            "peak_memory_mb": 500.0 + 100.0 * seed,
         },
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -237,6 +239,8 @@ def test_aggregation_matches_hand_computation(grid, tmp_path):
     assert att["params_total"] == 1_634_897
     assert att["train_images_per_s"] == pytest.approx(110.0)
     assert att["test_ms_per_image"] == pytest.approx(2.5)
+    assert att["gflops_per_image"] == pytest.approx(2.5)  # (2 + 3) / 2 GFLOPs over the two seeds
+    assert att["peak_memory_mb"] == pytest.approx(550.0)
     assert att["test_n_images"] == 5 and att["test_novel_n_images"] == 3
 
     late = _row(board, "late")
