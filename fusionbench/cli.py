@@ -163,7 +163,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     if is_grid_file(args.config):
         grid = load_grid(args.config, args.overrides)
-        out.print(f"[green]OK[/green] {args.config} is a valid grid: {len(grid.cells)} cells, each a valid experiment.")
+        out.print(
+            f"[green]OK[/green] {args.config} is a valid grid: {len(grid.cells)} cells, each a valid experiment."
+        )
         return 0
 
     cfg = load_config(args.config, args.overrides)

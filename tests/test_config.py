@@ -82,6 +82,8 @@ def test_parse_overrides_nests_and_parses_values():
 def test_scoring_section_defaults_and_a_missing_spice_folder(tiny_config, tmp_path):
     cfg = load_config(tiny_config)
     assert cfg.scoring.spice is True and cfg.scoring.spice_jar_dir is None
-    assert load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path}"]).scoring.spice_jar_dir == str(tmp_path)
+    assert load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path}"]).scoring.spice_jar_dir == str(
+        tmp_path
+    )
     with pytest.raises(ConfigError, match=r"scoring.spice_jar_dir=.*nope.*is not a folder"):
         load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path / 'nope'}"])
