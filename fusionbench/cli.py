@@ -222,6 +222,85 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract_features(args: argparse.Namespace) -> int:
+    import pytorch_lightning as pl
+
+    from fusionbench.config import load_config
+    from fusionbench.features.cache import cache_root, cached_features, feature_key, key_digest
+    from fusionbench.features.extract import extract_features
+    from fusionbench.features.store import FeatureWriter
+    from fusionbench.registries import DATASETS, ENCODERS
+
+    cfg = load_config(args.config, args.overrides)
+    pl.seed_everything(int(cfg.seed), verbose=False)  # the weights a run with this seed starts from
+    dataset = DATASETS.build(cfg.data)
+    encoder = ENCODERS.build(cfg.model.encoder)
+    if encoder.reads_features:
+        raise FusionbenchError(
+            "model.encoder reads precomputed features (box_source: precomputed); extract features with "
+            "an encoder that computes them (e.g. model.encoder.box_source=dataset)."
+        )
+    names = args.splits or ["train", "val", *dataset.eval_splits()]
+    splits = {name: dataset.split(name) for name in names}
+    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    if args.out:
+        writer = FeatureWriter(args.out)
+        try:
+            stats = extract_features(
+                encoder, splits.values(), writer, batch_size=args.batch_size, device=device
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        key = feature_key(encoder, cfg.data)
+        writer.close(
+            {**key, "key": key_digest(key), "dim": stats["dim"], "images": stats["images"], "splits": names}
+        )
+        where, seconds, count = args.out, stats["seconds"], stats["images"]
+    else:
+        store, info = cached_features(
+            encoder, cfg.data, splits, cache_root(cfg), batch_size=args.batch_size, device=device
+        )
+        where, seconds, count = store.path, info["extract_seconds"], info["images"]
+        if info["hit"]:
+            out.print(f"already cached: {where}", highlight=False)
+    out.print(f"{count} images' features ({', '.join(names)}) in {where} ({seconds:.1f}s)", highlight=False)
+    if not encoder.extract_is_frozen():
+        console.print(
+            "[yellow]note:[/yellow] model.encoder is not frozen, so training changes its features: runs "
+            "read these only as precomputed features (regions box_source: precomputed), never from the cache."
+        )
+    return 0
+
+
+def _cmd_detector_train(args: argparse.Namespace) -> int:
+    from fusionbench.config import load_config
+    from fusionbench.encoders.detector import train_detector
+    from fusionbench.registries import DATASETS
+
+    cfg = load_config(args.config, args.overrides)
+    dataset = DATASETS.build(cfg.data)
+    metrics = train_detector(
+        dataset.split("train"),
+        val_split=dataset.split("val"),
+        out_path=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=int(cfg.seed),
+        label_mode=args.label_mode,
+        max_steps=args.max_steps,
+        device=args.device,
+    )
+    out.print(json.dumps({k: v for k, v in metrics.items() if k != "label_names"}, indent=2, default=str))
+    out.print(
+        f"detector checkpoint: {metrics['checkpoint']} — use it with model.encoder.box_source=detector "
+        f"model.encoder.detector_checkpoint={metrics['checkpoint']}",
+        highlight=False,
+    )
+    return 0
+
+
 def _cmd_caption(args: argparse.Namespace) -> int:
     from fusionbench.inference import caption_main
 
@@ -304,6 +383,36 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*")
     q.add_argument("--json", action="store_true", help="print the statistics as JSON")
     q.set_defaults(func=_cmd_data_stats)
+
+    p = sub.add_parser(
+        "extract-features",
+        help="write an encoder's backbone features (per-image .npz or one .h5) for reuse",
+    )
+    p.add_argument("config", help="experiment YAML: its model.encoder and data sections are used")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument(
+        "--out",
+        help="a folder (.npz per image) or an .h5 file; default: the feature cache that runs with this "
+        "frozen encoder read (features.dir, else $FUSIONBENCH_CACHE/features/<key>)",
+    )
+    p.add_argument("--splits", nargs="+", help="splits to extract (default: train, val and the test splits)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_extract_features)
+
+    p = sub.add_parser("detector", help="object detector for the regions encoder (box_source: detector)")
+    det_sub = p.add_subparsers(dest="detector_command", required=True)
+    q = det_sub.add_parser("train", help="train a Faster R-CNN on the boxes of a config's dataset")
+    q.add_argument("config", help="experiment YAML whose `data:` section names a dataset with boxes")
+    q.add_argument("overrides", nargs="*")
+    q.add_argument("--out", required=True, help="checkpoint to write (model.encoder.detector_checkpoint)")
+    q.add_argument("--epochs", type=int, default=10)
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--label-mode", choices=["object", "label"], default="object")
+    q.add_argument("--max-steps", type=int, help="stop after this many steps (quick checks)")
+    q.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    q.set_defaults(func=_cmd_detector_train)
 
     from fusionbench.inference import add_caption_arguments
 

@@ -94,6 +94,14 @@ class ScoringConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    """The frozen-encoder feature cache (``fusionbench.features.cache``)."""
+
+    cache: bool = True  # a frozen encoder's features are computed once, then read from disk
+    dir: str | None = None  # default: $FUSIONBENCH_CACHE/features (~/.cache/fusionbench/features)
+
+
+@dataclass
 class WandbConfig:
     """Weights & Biases logging (``fusionbench.tracking``); ``disabled`` never imports wandb."""
 
@@ -132,6 +140,7 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     plugins: list[str] = field(default_factory=list)  # modules or .py files imported first
     metrics: list[Any] = field(default_factory=list)  # extra metrics (registry names or {name: ...})

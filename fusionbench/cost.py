@@ -82,7 +82,7 @@ def count_flops(
         tokenizer = getattr(model, "tokenizer", None)
         token_id = int(getattr(tokenizer, "bos_id", 1))
     images = images.to(device)
-    batch = int(images.shape[0])
+    batch = len(images)
     input_ids = torch.full((batch, caption_length), token_id, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
@@ -142,7 +142,7 @@ def inference_ms_per_image(
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return 1000.0 * statistics.median(times) / int(images.shape[0])
+    return 1000.0 * statistics.median(times) / len(images)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def measure_model(
         "setup": {
             "beam_size": int(beam_size),
             "max_len": int(max_len),
-            "images": int(images.shape[0]),
+            "images": len(images),
             "repeats": int(repeats),
             "device": str(device),
             "threads": torch.get_num_threads() if device.type == "cpu" else None,

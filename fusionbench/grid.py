@@ -35,7 +35,8 @@ from fusionbench.config import _layers, compose, parse_overrides
 from fusionbench.errors import ConfigError, FusionbenchError
 
 # keys that name where/how results are shown or logged, not what is computed: excluded from the cell hash
-_NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar", "logger")
+# Keys that never change a cell's results (the feature cache reproduces on-the-fly features exactly).
+_NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar", "logger", "features")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from fusionbench.decoders.base import Decoder
 from fusionbench.decoding import beam_search, greedy_search
-from fusionbench.encoders.base import Encoder, VisualFeatures
+from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.fusion.base import FusedContext, Fusion
 from fusionbench.registries import DECODERS, ENCODERS, FUSIONS
 
@@ -38,9 +38,16 @@ class CaptioningModel(nn.Module):
         return self.decoder.tokenizer
 
     # -- pieces ---------------------------------------------------------------------------------
-    def encode(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
-        """Visual features projected to ``d_model``."""
-        vis = self.encoder(images, boxes)
+    def encode(self, images: Tensor | RawFeatures, boxes: list[Tensor] | None = None) -> VisualFeatures:
+        """Visual features projected to ``d_model``.
+
+        ``images`` may also be the encoder's stored backbone features (``RawFeatures``, read from a
+        feature cache or precomputed files); the encoder then only runs its ``assemble`` stage.
+        """
+        if isinstance(images, RawFeatures):
+            vis = self.encoder.assemble(images)
+        else:
+            vis = self.encoder(images, boxes)
         return VisualFeatures(
             tokens=self.token_proj(vis.tokens),
             mask=vis.mask,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fusionbench.data.module import batch_inputs
 from fusionbench.inference import rebuild_info
 from fusionbench.metrics import CaptionMetric
 from fusionbench.model import CaptioningModel
@@ -61,7 +62,9 @@ class CaptionModule(pl.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         ids = batch["input_ids"]
-        logits, extras = self.model(batch["images"], ids[:, :-1], batch["boxes"], batch.get("caption_index"))
+        logits, extras = self.model(
+            batch_inputs(batch), ids[:, :-1], batch["boxes"], batch.get("caption_index")
+        )
         loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             ids[:, 1:].reshape(-1),
@@ -85,7 +88,7 @@ class CaptionModule(pl.LightningModule):
     def _decode(self, batch: dict[str, Any], beam_size: int) -> list[str]:
         dc = self.cfg.decoding
         return self.model.caption(
-            batch["images"],
+            batch_inputs(batch),
             batch["boxes"],
             beam_size=beam_size,
             max_len=int(dc.max_len),

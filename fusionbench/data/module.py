@@ -29,38 +29,49 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusionbench.data.base import CaptionDataset, CaptionSplit
 from fusionbench.data.images import PAD_COLOUR, BadImageError
+from fusionbench.encoders.base import RawFeatures
 from fusionbench.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-class CaptionedImages(Dataset):
-    """Every image of a split with all its reference captions, pre-encoded."""
+class CaptionImages(Dataset):
+    """Every image of a split once (for decoding and scoring).
 
-    def __init__(self, split: CaptionSplit, tokenizer, max_words: int) -> None:
+    With ``features`` (a ``fusionbench.features.store.FeatureStore``) an item carries the image's
+    stored backbone features instead of its pixels.
+    """
+
+    def __init__(self, split: CaptionSplit, features=None) -> None:
         self.split = split
-        self.ids = [[tokenizer.encode(c, max_words) for c in caps] for caps in split.captions]
+        self.features = features
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = _image_item(self.split, index)
+        if self.features is not None:
+            image_id = int(self.split.image_ids[index])
+            return {"features": self.features.load(image_id), "image_id": image_id}
+        return _image_item(self.split, index)
+
+
+class CaptionedImages(CaptionImages):
+    """Every image of a split with all its reference captions, pre-encoded."""
+
+    def __init__(self, split: CaptionSplit, tokenizer, max_words: int, features=None) -> None:
+        super().__init__(split, features)
+        self.ids = [[tokenizer.encode(c, max_words) for c in caps] for caps in split.captions]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index)
         item["input_ids"] = self.ids[index]
         return item
 
 
-class CaptionImages(Dataset):
-    """Every image of a split once (for decoding and scoring)."""
-
-    def __init__(self, split: CaptionSplit) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return _image_item(self.split, index)
+def batch_inputs(batch: dict[str, Any]):
+    """What the encoder reads from a batch: ``features`` (``RawFeatures``) if present, else ``images``."""
+    return batch["features"] if "features" in batch else batch["images"]
 
 
 def _load(split: CaptionSplit, i: int) -> np.ndarray:
@@ -97,6 +108,14 @@ class Collate:
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if "features" in items[0]:
+            batch: dict[str, Any] = {
+                "features": RawFeatures.collate([it["features"] for it in items]),
+                "image_ids": torch.tensor([it["image_id"] for it in items], dtype=torch.long),
+                "boxes": None,
+            }
+            self._captions(items, batch)
+            return batch
         shapes = {it["image"].shape for it in items}
         if len(shapes) > 1:
             detail = ", ".join(f"image {it['image_id']}: {it['image'].shape}" for it in items[:4])
@@ -114,6 +133,10 @@ class Collate:
             if "boxes" in items[0]
             else None,
         }
+        self._captions(items, batch)
+        return batch
+
+    def _captions(self, items: list[dict[str, Any]], batch: dict[str, Any]) -> None:
         if "input_ids" in items[0]:
             captions = [(row, c) for row, it in enumerate(items) for c in it["input_ids"]]
             longest = max(len(c) for _, c in captions)
@@ -122,7 +145,6 @@ class Collate:
                 ids[n, : len(c)] = torch.tensor(c, dtype=torch.long)
             batch["input_ids"] = ids
             batch["caption_index"] = torch.tensor([row for row, _ in captions], dtype=torch.long)
-        return batch
 
 
 class CaptionDataModule(pl.LightningDataModule):
@@ -149,6 +171,11 @@ class CaptionDataModule(pl.LightningDataModule):
         self.seed = seed
         self.collate = Collate(tokenizer.pad_id)
         self.eval_split_names = dataset.eval_splits()
+        self.features = None  # a FeatureStore: batches then carry stored features, not pixels
+
+    def use_features(self, store) -> None:
+        """Read every split's backbone features from ``store`` instead of decoding images."""
+        self.features = store
 
     def split(self, name: str) -> CaptionSplit:
         return self.dataset.split(name)
@@ -167,14 +194,16 @@ class CaptionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(
-            CaptionedImages(self.split("train"), self.tokenizer, self.max_words), self.batch_size, True
+            CaptionedImages(self.split("train"), self.tokenizer, self.max_words, self.features),
+            self.batch_size,
+            True,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(CaptionImages(self.split("val")), self.eval_batch_size, False)
+        return self._loader(CaptionImages(self.split("val"), self.features), self.eval_batch_size, False)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [
-            self._loader(CaptionImages(self.split(s)), self.eval_batch_size, False)
+            self._loader(CaptionImages(self.split(s), self.features), self.eval_batch_size, False)
             for s in self.eval_split_names
         ]

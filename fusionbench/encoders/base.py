@@ -5,12 +5,21 @@ meets any fusion strategy and decoder. Encoders emit features at their natural w
 (``out_dim``); the ``CaptioningModel``, not each encoder, projects them to the decoder width.
 Inputs are float RGB in ``[0, 1]``; each encoder normalises with the statistics its backbone's
 weights were trained with, so the model is usable on raw images without a separate transform.
+
+An encoder works in two stages, ``extract`` (images -> ``RawFeatures``: the backbone, the part a
+``freeze: true`` encoder never changes) and ``assemble`` (``RawFeatures`` -> ``VisualFeatures``:
+cheap, possibly trainable additions such as position encodings or box-geometry embeddings).
+``forward`` is both. The split is what makes features cacheable: a frozen encoder's
+``RawFeatures`` are written to disk once (``fusionbench.features``) and later runs start from
+``assemble``, with exactly the numbers the on-the-fly path would compute. A plugin encoder may
+implement only ``forward``; it is then cacheable when none of its parameters train.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -43,14 +52,107 @@ class VisualFeatures:
         )
 
 
+@dataclass
+class RawFeatures:
+    """What an encoder's backbone computes for a batch: the cacheable stage (see the module doc).
+
+    Attributes:
+        tokens: ``[B, N, D]`` features, zero padded where ``mask`` is False.
+        mask: ``[B, N]`` bool, True where a token is real.
+        image_size: ``[B, 2]`` (height, width) in pixels of the image the boxes refer to.
+        pooled: ``[B, D]`` image vector where the backbone gives one (CNN pool, CLS), else None.
+        boxes: ``[B, N, 4]`` token boxes (x1, y1, x2, y2) in pixels, where they exist.
+        grid: ``(h, w)`` when the tokens are a flattened ``h x w`` feature map.
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    image_size: Tensor
+    pooled: Tensor | None = None
+    boxes: Tensor | None = None
+    grid: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def __getitem__(self, rows: slice) -> RawFeatures:
+        """The batch rows ``rows`` (a slice)."""
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[rows]
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )
+
+    def to(self, device) -> RawFeatures:
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )
+
+    def per_image(self) -> list[dict[str, np.ndarray]]:
+        """One dict of float32/int arrays per image, padding dropped (what a feature file holds)."""
+        out = []
+        counts = self.mask.sum(dim=1).tolist()
+        for b, k in enumerate(counts):
+            item = {
+                "features": self.tokens[b, :k].detach().float().cpu().numpy(),
+                "image_size": self.image_size[b].detach().cpu().numpy().astype(np.int64),
+            }
+            if self.pooled is not None:
+                item["pooled"] = self.pooled[b].detach().float().cpu().numpy()
+            if self.boxes is not None:
+                item["boxes"] = self.boxes[b, :k].detach().float().cpu().numpy()
+            if self.grid is not None:
+                item["grid"] = np.asarray(self.grid, dtype=np.int64)
+            out.append(item)
+        return out
+
+    @classmethod
+    def collate(cls, items: list[dict[str, np.ndarray]]) -> RawFeatures:
+        """Stack per-image dicts (``per_image``'s format) into a padded batch."""
+        counts = [len(it["features"]) for it in items]
+        n, dim = max(counts), int(items[0]["features"].shape[1])
+        tokens = torch.zeros(len(items), n, dim)
+        mask = torch.zeros(len(items), n, dtype=torch.bool)
+        has_boxes = all("boxes" in it for it in items)
+        boxes = torch.zeros(len(items), n, 4) if has_boxes else None
+        for b, (it, k) in enumerate(zip(items, counts)):
+            tokens[b, :k] = torch.from_numpy(np.asarray(it["features"], dtype=np.float32))
+            mask[b, :k] = True
+            if boxes is not None:
+                boxes[b, :k] = torch.from_numpy(np.asarray(it["boxes"], dtype=np.float32))
+        pooled = None
+        if all("pooled" in it for it in items):
+            pooled = torch.from_numpy(np.stack([np.asarray(it["pooled"], dtype=np.float32) for it in items]))
+        grids = {tuple(int(v) for v in it["grid"]) if "grid" in it else None for it in items}
+        grid = grids.pop() if len(grids) == 1 else None
+        image_size = torch.tensor(np.stack([np.asarray(it["image_size"]) for it in items]), dtype=torch.long)
+        return cls(tokens=tokens, mask=mask, image_size=image_size, pooled=pooled, boxes=boxes, grid=grid)
+
+
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the real tokens of each row (``tokens`` zero on padding)."""
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1).to(tokens.dtype)
+    return tokens.sum(dim=1) / count
+
+
 class Encoder(nn.Module):
     """Base class of registered encoders.
 
-    Subclasses set ``self.out_dim`` and implement ``forward(images, boxes=None)``.
-    ``boxes`` is a list of ``[K_i, 4]`` tensors (pixels) for encoders that pool over regions.
+    Subclasses set ``self.out_dim`` and implement either ``forward(images, boxes=None)`` or the two
+    stages ``extract``/``assemble`` (the built-ins do; see the module doc). ``boxes`` is a list of
+    ``[K_i, 4]`` tensors (pixels) for encoders that pool over regions.
     """
 
     out_dim: int
+    reads_features = False  # True when the encoder cannot see images, only stored features
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,10 +171,46 @@ class Encoder(nn.Module):
     def normalize(self, images: Tensor) -> Tensor:
         return (images - self.pixel_mean) / self.pixel_std
 
-    def forward(
-        self, images: Tensor, boxes: list[Tensor] | None = None
-    ) -> VisualFeatures:  # pragma: no cover
-        raise NotImplementedError
+    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+        return self.assemble(self.extract(images, boxes))
+
+    def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
+        """The backbone stage. The default runs a plugin's own ``forward``."""
+        if type(self).forward is Encoder.forward:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement forward() or extract()/assemble()"
+            )
+        vis = self(images, boxes)
+        size = torch.tensor(images.shape[-2:], device=vis.tokens.device).expand(len(vis.tokens), 2)
+        return RawFeatures(
+            tokens=vis.tokens, mask=vis.mask, image_size=size, pooled=vis.pooled, boxes=vis.boxes
+        )
+
+    def assemble(self, raw: RawFeatures) -> VisualFeatures:
+        """From backbone features to visual tokens (default: as they are)."""
+        pooled = raw.pooled if raw.pooled is not None else masked_mean(raw.tokens, raw.mask)
+        return VisualFeatures(tokens=raw.tokens, mask=raw.mask, pooled=pooled, boxes=raw.boxes)
+
+    def feature_store(self):
+        """The ``FeatureStore`` an encoder that reads stored features reads (else None)."""
+        return None
+
+    def extract_is_frozen(self) -> bool:
+        """True when ``extract`` can never change during training, so its output may be cached.
+
+        For an encoder that implements only ``forward``, that means no parameter trains.
+        """
+        return not any(p.requires_grad for p in self.parameters())
+
+    def feature_identity(self) -> dict:
+        """What, besides the weights, determines ``extract``'s output (part of a feature-cache key)."""
+        config = getattr(self, "config", None)
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "config": asdict(config) if is_dataclass(config) else repr(config),
+            "mean": self.pixel_mean.flatten().tolist(),
+            "std": self.pixel_std.flatten().tolist(),
+        }
 
 
 def sincos_2d(height: int, width: int, dim: int, device=None) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from fusionbench.encoders.backbone import create_backbone
-from fusionbench.encoders.base import Encoder, VisualFeatures, sincos_2d
+from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
 from fusionbench.errors import ConfigError
 from fusionbench.registries import ENCODERS
 
@@ -60,12 +60,23 @@ class CNNEncoder(Encoder):
             self.backbone.eval()  # frozen BatchNorm statistics stay fixed
         return self
 
-    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+    def extract_is_frozen(self) -> bool:
+        return bool(self.config.freeze)
+
+    def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]
-        b, c, h, w = fmap.shape
+        b, _, h, w = fmap.shape
         tokens = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
-        pooled = tokens.mean(dim=1)
-        if self.config.position_encoding and c % 4 == 0:
-            tokens = tokens + sincos_2d(h, w, c, device=fmap.device).to(tokens.dtype)
         mask = torch.ones(b, h * w, dtype=torch.bool, device=fmap.device)
-        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)
+        size = torch.tensor(images.shape[-2:], device=fmap.device).expand(b, 2)
+        return RawFeatures(tokens=tokens, mask=mask, image_size=size, pooled=tokens.mean(dim=1), grid=(h, w))
+
+    def assemble(self, raw: RawFeatures) -> VisualFeatures:
+        tokens = raw.tokens
+        c = tokens.shape[-1]
+        if self.config.position_encoding and c % 4 == 0:
+            if raw.grid is None:
+                raise ValueError("CNN grid features need their grid shape (RawFeatures.grid) for positions")
+            h, w = raw.grid
+            tokens = tokens + sincos_2d(h, w, c, device=tokens.device).to(tokens.dtype)
+        return VisualFeatures(tokens=tokens, mask=raw.mask, pooled=raw.pooled)

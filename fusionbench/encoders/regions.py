@@ -12,7 +12,12 @@ features to their region features) and "left of"/"above" remain learnable.
 
 Where boxes come from (``box_source``)
     ``dataset``: the dataset's object boxes as given by the batch (``shapes`` has them), the first
-    ``max_boxes`` of each image. ``detector``: a Faster R-CNN trained with
+    ``max_boxes`` of each image. ``precomputed``: features and boxes read from disk per image
+    (bottom-up-attention style ``.npz`` files or one HDF5 file, ``fusionbench.features.store``;
+    written by any tool or by ``fusionbench extract-features``) from ``features``; the top
+    ``max_boxes`` by detection score are kept (``add_global_box`` does not apply: files hold the
+    regions they hold). Such a model has no backbone and cannot encode images itself.
+    ``detector``: a Faster R-CNN trained with
     ``fusionbench detector train`` (``fusionbench.encoders.detector``), loaded from
     ``detector_checkpoint`` and run frozen, in eval mode and without gradients; detections with a
     score >= ``score_threshold`` are kept, the ``max_boxes`` best. The detector is a submodule, so
@@ -37,21 +42,25 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from fusionbench.encoders.backbone import create_backbone
-from fusionbench.encoders.base import Encoder, VisualFeatures
+from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, masked_mean
 from fusionbench.errors import ConfigError
 from fusionbench.registries import ENCODERS
 
 KEY = "model.encoder"
-BOX_SOURCES = ("dataset", "detector")
+BOX_SOURCES = ("dataset", "detector", "precomputed")
 GEOMETRY_FEATURES = 7
 
 
-def box_geometry(boxes: Tensor, height: int, width: int) -> Tensor:
-    """``[K, 7]``: x1, y1, x2, y2, w, h normalised by the image size, and area / image area."""
-    scale = boxes.new_tensor([width, height, width, height])
+def box_geometry(boxes: Tensor, image_size: Tensor) -> Tensor:
+    """``[..., 7]``: x1, y1, x2, y2, w, h normalised by the image size, and area / image area.
+
+    ``boxes`` ``[..., 4]``; ``image_size`` ``[..., 2]`` (height, width), broadcast against them.
+    """
+    size = image_size.to(boxes.dtype)
+    scale = torch.stack([size[..., 1], size[..., 0], size[..., 1], size[..., 0]], dim=-1)
     xyxy = boxes / scale
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    return torch.cat([xyxy, wh, wh[:, :1] * wh[:, 1:]], dim=1)
+    wh = xyxy[..., 2:] - xyxy[..., :2]
+    return torch.cat([xyxy, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
 
 
 @ENCODERS.register("regions")
@@ -72,11 +81,37 @@ class RegionEncoder(Encoder):
         geometry_embedding: bool = True
         detector_checkpoint: str = ""
         score_threshold: float = 0.3
+        features: str = ""  # box_source: precomputed — a folder of .npz files or an .h5 file
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
         self._validate(config)
+        self.backbone: nn.Module | None = None
+        self.store = None
+        if config.box_source == "precomputed":
+            from fusionbench.features.store import FeatureStore
+
+            self.store = FeatureStore(config.features, key=f"{KEY}.features", max_boxes=config.max_boxes)
+            self.out_dim = self.store.dim
+        else:
+            # Built on a forked RNG: the trainable parts below (and the rest of the model) get the
+            # same initial weights whether the backbone is built here or its features are read.
+            with torch.random.fork_rng(devices=[]):
+                self._build_backbone(config)
+        self.box_geometry = nn.Linear(GEOMETRY_FEATURES, self.out_dim) if config.geometry_embedding else None
+        self.detector: nn.Module | None = None
+        self.detector_meta: dict = {}
+        if config.box_source == "detector":
+            from fusionbench.encoders.detector import load_detector
+
+            self.detector, self.detector_meta = load_detector(
+                config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
+            )
+            self.detector.requires_grad_(False)
+            self.detector.eval()
+
+    def _build_backbone(self, config: Config) -> None:
         probe = create_backbone(config.model_name, False, KEY, features_only=True)
         strides = probe.feature_info.reduction()
         if config.feature_stride not in strides:
@@ -95,24 +130,14 @@ class RegionEncoder(Encoder):
         if config.freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-        self.box_geometry = nn.Linear(GEOMETRY_FEATURES, self.out_dim) if config.geometry_embedding else None
-        self.detector: nn.Module | None = None
-        self.detector_meta: dict = {}
-        if config.box_source == "detector":
-            from fusionbench.encoders.detector import load_detector
-
-            self.detector, self.detector_meta = load_detector(
-                config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
-            )
-            self.detector.requires_grad_(False)
-            self.detector.eval()
 
     @staticmethod
     def _validate(config: Config) -> None:
         if config.box_source not in BOX_SOURCES:
             raise ConfigError(
                 f"{KEY}.box_source must be one of {', '.join(BOX_SOURCES)}, got {config.box_source!r}: "
-                f"'dataset' uses the dataset's object boxes, 'detector' a trained detector's."
+                f"'dataset' uses the dataset's object boxes, 'detector' a trained detector's, "
+                f"'precomputed' region features read from {KEY}.features."
             )
         if config.max_boxes < 1:
             raise ConfigError(f"{KEY}.max_boxes must be >= 1, got {config.max_boxes}.")
@@ -126,10 +151,25 @@ class RegionEncoder(Encoder):
                 f"detector on a dataset with boxes with `fusionbench detector train <config>` and set "
                 f"{KEY}.detector_checkpoint to the checkpoint it writes (or use box_source: dataset)."
             )
+        if config.box_source == "precomputed" and not str(config.features).strip():
+            raise ConfigError(
+                f"{KEY}.features is empty, but {KEY}.box_source is 'precomputed'. Set it to a folder of "
+                f"per-image .npz files or an .h5 file (write one with `fusionbench extract-features <config>`)."
+            )
+
+    @property
+    def reads_features(self) -> bool:  # type: ignore[override]
+        return self.store is not None
+
+    def feature_store(self):
+        return self.store
+
+    def extract_is_frozen(self) -> bool:
+        return bool(self.config.freeze) and self.store is None
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.config.freeze:
+        if self.config.freeze and self.backbone is not None:
             self.backbone.eval()  # frozen BatchNorm statistics stay fixed
         if self.detector is not None:
             self.detector.eval()  # the detector is never trained here
@@ -187,10 +227,16 @@ class RegionEncoder(Encoder):
         return result
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+    def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         from torchvision.ops import roi_align
 
-        _, _, height, width = images.shape
+        if self.backbone is None:
+            raise ConfigError(
+                f"This model's encoder reads precomputed region features ({KEY}.box_source: precomputed, "
+                f"{KEY}.features: {self.config.features!r}) and cannot encode images. Caption images with "
+                f"a model whose encoder computes its features (box_source: dataset or detector)."
+            )
+        b, _, height, width = images.shape
         regions = self.region_boxes(images, boxes)
         fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]
         feats = roi_align(
@@ -201,14 +247,21 @@ class RegionEncoder(Encoder):
             sampling_ratio=self.config.sampling_ratio,
             aligned=True,
         ).mean(dim=(2, 3))  # [sum K_i, C]
-        all_boxes = torch.cat(regions)
-        if self.box_geometry is not None:
-            feats = feats + self.box_geometry(box_geometry(all_boxes, height, width).to(feats.dtype))
         counts = [len(r) for r in regions]
         tokens = pad_sequence(list(feats.split(counts)), batch_first=True)  # [B, N, C], zero padded
-        out_boxes = pad_sequence(list(all_boxes.split(counts)), batch_first=True)
-        n = tokens.shape[1]
+        out_boxes = pad_sequence(regions, batch_first=True)
         count = torch.tensor(counts, device=tokens.device)
-        mask = torch.arange(n, device=tokens.device).unsqueeze(0) < count.unsqueeze(1)
-        pooled = tokens.sum(dim=1) / count.unsqueeze(1).to(tokens.dtype)
-        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled, boxes=out_boxes)
+        mask = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0) < count.unsqueeze(1)
+        size = torch.tensor([height, width], device=tokens.device).expand(b, 2)
+        return RawFeatures(tokens=tokens, mask=mask, image_size=size, boxes=out_boxes)
+
+    def assemble(self, raw: RawFeatures) -> VisualFeatures:
+        tokens = raw.tokens
+        if raw.boxes is None:
+            raise ValueError("region features need their boxes (RawFeatures.boxes)")
+        if self.box_geometry is not None:
+            geometry = box_geometry(raw.boxes.to(tokens.dtype), raw.image_size.unsqueeze(1))
+            tokens = tokens + self.box_geometry(geometry) * raw.mask.unsqueeze(-1).to(tokens.dtype)
+        return VisualFeatures(
+            tokens=tokens, mask=raw.mask, pooled=masked_mean(tokens, raw.mask), boxes=raw.boxes
+        )

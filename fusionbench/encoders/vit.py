@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusionbench.encoders.backbone import create_backbone, load_state_dict_file
-from fusionbench.encoders.base import Encoder, VisualFeatures
+from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.errors import ConfigError
 from fusionbench.registries import ENCODERS
 
@@ -168,7 +168,10 @@ class ViTEncoder(Encoder):
         return self
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward(self, images: Tensor, boxes: list[Tensor] | None = None) -> VisualFeatures:
+    def extract_is_frozen(self) -> bool:
+        return bool(self.config.freeze)
+
+    def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         size = self.config.img_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(
@@ -178,7 +181,11 @@ class ViTEncoder(Encoder):
         tokens = x[:, self.num_prefix_tokens :]
         pooled = x[:, 0] if self.has_class_token else tokens.mean(dim=1)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)
+        image_size = torch.tensor([size, size], device=tokens.device).expand(len(tokens), 2)
+        return RawFeatures(tokens=tokens, mask=mask, image_size=image_size, pooled=pooled)
+
+    def assemble(self, raw: RawFeatures) -> VisualFeatures:
+        return VisualFeatures(tokens=raw.tokens, mask=raw.mask, pooled=raw.pooled)
 
 
 def _load_local_weights(model: nn.Module, path: Path) -> None:

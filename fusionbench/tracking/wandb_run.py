@@ -336,7 +336,7 @@ class EpochThroughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._start
-        self.images += int(batch["images"].shape[0])
+        self.images += len(batch["image_ids"])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.guard.broken or not self.seconds or not trainer.logger:
