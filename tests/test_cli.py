@@ -151,3 +151,14 @@ def test_validate_and_list(tiny_config, capsys):
     assert "early" in text and "late" in text and "attention" in text
     assert main(["list"]) == 0
     assert "shapes" in capsys.readouterr().out
+
+
+def test_detector_train_command_writes_a_checkpoint_the_regions_encoder_loads(tiny_config, tmp_path, capsys):
+    from fusionbench.registries import ENCODERS
+
+    ckpt = tmp_path / "detector.pt"
+    args = ["detector", "train", str(tiny_config), "--out", str(ckpt), "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--max-steps", "2"]) == 0
+    assert "detector_checkpoint=" in capsys.readouterr().out
+    enc = ENCODERS.build({"name": "regions", "box_source": "detector", "detector_checkpoint": str(ckpt)})
+    assert enc.detector is not None and not any(p.requires_grad for p in enc.detector.parameters())
