@@ -38,7 +38,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     check_java()
     metrics = run_experiment(cfg, progress=False if args.no_progress else None)
-    _print_summary(metrics)
+    if "run_name" in metrics:  # rank 0 (the only one in a single-process run)
+        _print_summary(metrics)
     return 0
 
 
@@ -222,6 +223,22 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fusionbench.metrics import check_java
+    from fusionbench.run import evaluate_checkpoint
+
+    check_java()
+    scores = evaluate_checkpoint(args.checkpoint, args.overrides, splits=args.splits)
+    if not scores:  # not rank 0 of a distributed evaluation
+        return 0
+    if args.out:
+        from fusionbench.io import atomic_write_json
+
+        atomic_write_json(args.out, scores)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
 def _cmd_extract_features(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
 
@@ -383,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*")
     q.add_argument("--json", action="store_true", help="print the statistics as JSON")
     q.set_defaults(func=_cmd_data_stats)
+
+    p = sub.add_parser(
+        "evaluate", help="score a trained checkpoint on its test splits (any devices, e.g. DDP)"
+    )
+    p.add_argument("checkpoint", help="a run's checkpoints/best.ckpt")
+    p.add_argument(
+        "overrides", nargs="*", help="trainer.*, loader.*, decoding.*, scoring.* (e.g. trainer.devices=2)"
+    )
+    p.add_argument("--splits", nargs="+", help="evaluation splits (default: the dataset's)")
+    p.add_argument("--out", help="also write the scores (raw scale) to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "extract-features",

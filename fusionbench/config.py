@@ -64,9 +64,15 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
+    """Passed to Lightning's ``Trainer``: ``accelerator``/``devices``/``num_nodes``/``strategy``
+    (``ddp``, ``fsdp``, ...) and ``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``) scale one
+    run over several devices; metrics are synced across processes and only rank 0 writes."""
+
     max_epochs: int = 10
     accelerator: str = "cpu"
     devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     precision: str = "32-true"
     limit_train_batches: Any = 1.0
     limit_val_batches: Any = 1.0

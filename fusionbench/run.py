@@ -184,6 +184,32 @@ def _measure_cost(
     )
 
 
+def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The ``pl.Trainer`` arguments that place a run on devices (``trainer.*``, passed through)."""
+    tc = cfg.trainer
+    devices = tc.devices
+    if OmegaConf.is_config(devices):
+        devices = OmegaConf.to_container(devices)
+    return dict(
+        accelerator=str(tc.accelerator),
+        devices=devices,
+        num_nodes=int(tc.get("num_nodes", 1)),
+        strategy=str(tc.get("strategy", "auto")),
+        precision=tc.precision,
+    )
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes results (rank 0 of a distributed run, or a single process).
+
+    Lightning reads the rank from the environment its launcher sets (``RANK``/``LOCAL_RANK``...),
+    so this holds before the ``Trainer`` exists as well as after.
+    """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def run_experiment(
     cfg: DictConfig,
     *,
@@ -198,9 +224,9 @@ def run_experiment(
     W&B logging (``logger.wandb``, see ``fusionbench.tracking``) starts first and is finished in a
     ``finally``, so a failing run never leaks its W&B run into the next one.
     """
-    from fusionbench.tracking import start_run_tracking
+    from fusionbench.tracking import NullTracker, start_run_tracking
 
-    tracker = start_run_tracking(cfg, run_dir_for(cfg))
+    tracker = start_run_tracking(cfg, run_dir_for(cfg)) if is_rank_zero() else NullTracker()
     ok = False
     try:
         metrics = _run_experiment(cfg, tracker, progress=progress, resume=resume, callbacks=callbacks)
@@ -222,8 +248,10 @@ def _run_experiment(
     reset_peak_memory()
     load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
     run_dir = run_dir_for(cfg)
+    writer = is_rank_zero()  # in a distributed run only rank 0 writes files
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if writer:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -231,7 +259,8 @@ def _run_experiment(
     dataset = DATASETS.build(cfg.data)
     tokenizer, model, datamodule, references = build_experiment(cfg, dataset)
     eval_splits = dataset.eval_splits()
-    atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
+    if writer:
+        atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
     features = attach_features(cfg, model, datamodule, dataset)
     module = CaptionModule(model, cfg, references, eval_splits)
 
@@ -246,7 +275,7 @@ def _run_experiment(
         enable_version_counter=False,
     )
     last = run_dir / "checkpoints" / "last.ckpt"
-    if not resume:
+    if not resume and writer:
         for stale in (last, run_dir / "checkpoints" / "best.ckpt"):
             stale.unlink(missing_ok=True)
     meter = ThroughputMeter()
@@ -255,10 +284,8 @@ def _run_experiment(
     if show:
         all_callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     trainer = pl.Trainer(
+        **device_kwargs(cfg),
         max_epochs=int(tc.max_epochs),
-        accelerator=str(tc.accelerator),
-        devices=tc.devices,
-        precision=tc.precision,
         limit_train_batches=tc.limit_train_batches,
         limit_val_batches=tc.limit_val_batches,
         check_val_every_n_epoch=int(tc.check_val_every_n_epoch),
@@ -280,6 +307,8 @@ def _run_experiment(
         module, datamodule=datamodule, ckpt_path="best" if checkpoint.best_model_path else None, verbose=False
     )
 
+    if not trainer.is_global_zero:
+        return {"rank": int(trainer.global_rank), "run_dir": str(run_dir)}
     metrics: dict[str, Any] = {
         "experiment": str(cfg.name),
         "run_name": run_dir.name,
@@ -340,3 +369,70 @@ def _run_experiment(
     if tracker.info:
         metrics["wandb"] = tracker.info
     return metrics
+
+
+EVALUATE_KEYS = ("trainer", "loader", "decoding", "scoring", "seed")
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, overrides: list[str] = (), *, splits: list[str] | None = None
+) -> dict[str, Any]:
+    """Score a trained checkpoint on its dataset's evaluation splits, on any devices.
+
+    The model, tokenizer and dataset come from the checkpoint; ``overrides`` may change how it is
+    evaluated (``trainer.*`` to spread the test set over processes, e.g. ``trainer.devices=2
+    trainer.strategy=ddp``; ``loader.*``, ``decoding.*``, ``scoring.*``). Lightning's distributed
+    sampler pads the last batch of some processes with repeated images; ``CaptionMetric`` gathers
+    every process's captions and keeps one per image, so every test image is scored exactly once
+    and the scores equal a single process's. Returns ``{split: {metric: value}}`` on rank 0 (raw
+    scale), ``{}`` on other ranks.
+    """
+    from fusionbench.config import parse_overrides
+    from fusionbench.errors import ConfigError
+    from fusionbench.inference import read_checkpoint, rebuild_model
+
+    path = Path(checkpoint).expanduser()
+    model, saved_cfg = rebuild_model(read_checkpoint(path), path)
+    layer = parse_overrides(list(overrides))
+    bad = [k for k in layer if k not in EVALUATE_KEYS]
+    if bad:
+        raise ConfigError(
+            f"evaluate: cannot override {', '.join(bad)} (the model and data come from the checkpoint); "
+            f"allowed: {', '.join(EVALUATE_KEYS)}."
+        )
+    from fusionbench.config import compose
+
+    cfg = compose([("the checkpoint's config", OmegaConf.to_container(saved_cfg)), ("the overrides", layer)])
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    dataset = DATASETS.build(cfg.data)
+    eval_splits = list(splits or dataset.eval_splits())
+    datamodule = CaptionDataModule(
+        dataset,
+        model.tokenizer,
+        batch_size=int(cfg.loader.batch_size),
+        eval_batch_size=int(cfg.loader.eval_batch_size),
+        num_workers=int(cfg.loader.num_workers),
+        max_words=int(cfg.text.max_words),
+        seed=int(cfg.seed),
+    )
+    datamodule.eval_split_names = eval_splits
+    store = model.encoder.feature_store()
+    if store is not None:
+        datamodule.use_features(store)
+    references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
+    module = CaptionModule(model, cfg, references, eval_splits)
+    trainer = pl.Trainer(
+        **device_kwargs(cfg),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=bool(cfg.trainer.deterministic),
+    )
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return {}
+    return {
+        split: {**result["scores"].corpus, "images": len(result["predictions"])}
+        for split, result in module.test_results.items()
+    }

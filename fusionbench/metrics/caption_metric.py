@@ -117,7 +117,7 @@ class CaptionMetric(Metric):
         super()._sync_dist(dist_sync_fn, process_group)
 
     def _predictions(self) -> dict[int, str]:
-        """``{image_id: caption}`` from the (synced) states, first caption per id."""
+        """``{image_id: caption}`` from the (synced) states, first caption per id, sorted by id."""
         ids = _cat(self.image_ids, torch.int64).tolist()
         lengths = _cat(self.hyp_lengths, torch.int64).tolist()
         raw = _cat(self.hyp_bytes, torch.uint8).numpy().tobytes()
@@ -132,7 +132,9 @@ class CaptionMetric(Metric):
             if image_id not in predictions:
                 predictions[image_id] = raw[offset : offset + n].decode("utf-8")
             offset += n
-        return predictions
+        # In image-id order, whatever order the processes' captions were gathered in: corpus means
+        # then add up in the same order, so 2 processes score exactly like 1.
+        return dict(sorted(predictions.items()))
 
     def compute(self) -> dict[str, float]:
         predictions = self._predictions()

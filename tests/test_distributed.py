@@ -1,0 +1,88 @@
+"""One run over several processes: DDP on CPU (gloo), as a user would launch it from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fusionbench.cli import main
+
+# 7 test images over 2 processes: Lightning's DistributedSampler repeats one image to even them out.
+DATA = ["data.num_test=7", "data.num_test_novel=5"]
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``fusionbench`` in a fresh process (Lightning's DDP launcher re-runs this command per rank)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fusionbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_config_path):
+    out = tmp_path_factory.mktemp("ddp-runs")
+    args = ["run", str(tiny_config_path), f"output_dir={out}", *DATA, "--no-progress"]
+    assert main(args) == 0
+    return out / "tiny" / "cnn-attention-lstm-s0" / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def tiny_config_path():
+    from pathlib import Path
+
+    return Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+def test_two_ddp_processes_score_a_checkpoint_exactly_like_one(checkpoint, tmp_path):
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main(["evaluate", str(checkpoint), "--out", str(one)]) == 0
+    _cli(
+        "evaluate",
+        str(checkpoint),
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "loader.eval_batch_size=3",  # uneven batches on each process too
+        "--out",
+        str(two),
+    )
+    single, ddp = json.loads(one.read_text()), json.loads(two.read_text())
+    assert single["test"]["images"] == 7 and single["test_novel"]["images"] == 5  # none dropped or repeated
+    assert ddp == single  # every metric, bit for bit
+
+
+def test_a_ddp_training_run_writes_its_results_once_from_rank_zero(tiny_config_path, tmp_path):
+    _cli(
+        "run",
+        str(tiny_config_path),
+        f"output_dir={tmp_path}",
+        *DATA,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_epochs=1",
+        "--no-progress",
+    )
+    run = tmp_path / "tiny" / "cnn-attention-lstm-s0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    preds = json.loads((run / "predictions.json").read_text())
+    assert (
+        sorted(p["image_id"] for p in preds) == sorted(set(p["image_id"] for p in preds)) and len(preds) == 7
+    )
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+
+def test_evaluate_rejects_overrides_of_the_model_or_data(checkpoint, capsys):
+    assert main(["evaluate", str(checkpoint), "model.d_model=64"]) == 2
+    assert "cannot override model" in capsys.readouterr().err
