@@ -61,7 +61,15 @@ def _run_grid(args: argparse.Namespace) -> int:
         out.print(table)
         return 0
     check_java()
-    summary = run_grid(grid, jobs=args.jobs, force=args.force, progress=not args.no_progress, console=console)
+    summary = run_grid(
+        grid,
+        jobs=args.jobs,
+        force=args.force,
+        progress=not args.no_progress,
+        console=console,
+        launcher=args.launcher,
+        address=args.address,
+    )
     out.print(
         f"grid '{grid.name}': {len(summary.completed)} run, {len(summary.skipped)} skipped (finished before), "
         f"{len(summary.failed)} failed in {summary.seconds:.0f}s; results in {grid.results_dir / 'results.jsonl'}"
@@ -354,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs (grid cells) without running them")
     p.add_argument("--jobs", type=int, default=1, help="grid cells run in parallel processes (default 1)")
     p.add_argument("--force", action="store_true", help="rerun grid cells that already finished")
+    p.add_argument(
+        "--launcher",
+        choices=["local", "slurm", "ray"],
+        default="local",
+        help="where grid cells run: this machine (default), SLURM via submitit, or Ray (grid.launcher settings)",
+    )
+    p.add_argument(
+        "--address", help="Ray cluster to join (e.g. auto or ray://head:10001); default: a local Ray"
+    )
     p.add_argument(
         "--seeds", type=int, nargs="+", help="grid seeds, replacing grid.seeds (e.g. --seeds 0 1 2)"
     )

@@ -59,6 +59,7 @@ class Grid:
     source: Path
     cells: list[Cell]
     output_dir: Path
+    launcher: Any = None  # fusionbench.launchers.LauncherConfig (grid.launcher)
 
     @property
     def results_dir(self) -> Path:
@@ -118,7 +119,7 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
     unknown = set(spec) - {"axes", "zip", "include", "exclude", "seeds"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds."
+            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds, launcher."
         )
     axes = spec.get("axes") or {}
     if not isinstance(axes, dict):
@@ -212,6 +213,10 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
         base_layers.append((source, layer))
     if not spec:
         raise ConfigError(f"{path} has no `grid:` section; run it as a single experiment instead.")
+    from fusionbench.launchers import launcher_config
+
+    spec = dict(spec) if isinstance(spec, dict) else spec
+    launcher = launcher_config(spec.pop("launcher", None) if isinstance(spec, dict) else None, grid_source)
     if seeds is not None:
         spec = {**spec, "seeds": list(seeds)}
     override_layer = [("the command-line overrides", parse_overrides(list(overrides)))] if overrides else []
@@ -235,4 +240,10 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
             )
         )
     first = cells[0].config
-    return Grid(name=str(first.name), source=path, cells=cells, output_dir=Path(str(first.output_dir)))
+    return Grid(
+        name=str(first.name),
+        source=path,
+        cells=cells,
+        output_dir=Path(str(first.output_dir)),
+        launcher=launcher,
+    )

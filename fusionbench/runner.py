@@ -1,4 +1,5 @@
-"""Running a grid: every cell in turn (or ``--jobs N`` processes), failures isolated, resumable.
+"""Running a grid: every cell in turn, or through a launcher (``--jobs N`` processes, SLURM via
+submitit, Ray; ``fusionbench.launchers``), failures isolated, resumable.
 
 A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``failed`` with its
 error and the traceback in ``<run_dir>/error.log``; the grid goes on. Running the same grid again
@@ -12,9 +13,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +101,37 @@ def _base_record(cell: Cell) -> dict[str, Any]:
     }
 
 
-def _worker(
-    cell_yaml: str, name: str, assignment: dict, hash_: str, resume: bool, threads: int
-) -> dict[str, Any]:
-    """Entry point of a ``--jobs`` worker process."""
+def run_cell_worker(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell in a worker (a spawned process, a SLURM job, a Ray task); returns its record.
+
+    ``payload``: the cell's resolved config as YAML, its name, assignment and hash, whether to
+    resume, torch threads, and the driver's working directory (relative paths in the config mean
+    the same thing wherever the worker starts).
+    """
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, int(payload.get("threads") or 1)))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cell = Cell(name=name, assignment=assignment, config=OmegaConf.create(cell_yaml), hash=hash_)
-    return execute_cell(cell, resume=resume)
+    if payload.get("cwd"):
+        os.chdir(payload["cwd"])
+    cell = Cell(
+        name=payload["name"],
+        assignment=payload["assignment"],
+        config=OmegaConf.create(payload["cell_yaml"]),
+        hash=payload["hash"],
+    )
+    return execute_cell(cell, resume=bool(payload["resume"]))
+
+
+def _payload(cell: Cell, resume: bool) -> dict[str, Any]:
+    return {
+        "cell_yaml": OmegaConf.to_yaml(cell.config),
+        "name": cell.name,
+        "assignment": cell.assignment,
+        "hash": cell.hash,
+        "resume": resume,
+        "cwd": os.getcwd(),
+    }
 
 
 def plan(grid: Grid, store: ResultsStore, force: bool) -> tuple[list[Cell], list[Cell], set[str]]:
@@ -142,9 +162,21 @@ def plan(grid: Grid, store: ResultsStore, force: bool) -> tuple[list[Cell], list
 
 
 def run_grid(
-    grid: Grid, *, jobs: int = 1, force: bool = False, progress: bool = True, console: Console | None = None
+    grid: Grid,
+    *,
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    launcher: str = "local",
+    address: str | None = None,
 ) -> GridSummary:
-    """Run every cell of ``grid`` not already finished; returns what happened."""
+    """Run every cell of ``grid`` not already finished; returns what happened.
+
+    ``launcher='local'`` with ``jobs=1`` runs the cells here, one after another (with a progress
+    bar per epoch); otherwise cells go to ``fusionbench.launchers`` (``local`` processes, ``slurm``,
+    ``ray``), at most ``jobs`` at once on this machine.
+    """
     console = console or Console(stderr=True)
     store = ResultsStore(grid.results_dir)
     store.claim(grid.name, grid.source, force=force)
@@ -190,50 +222,73 @@ def run_grid(
                     bar.remove_task(epochs)
                 finish(record)
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                pending = {}
-                for cell in todo:
-                    store.append(_base_record(cell))
-                    fut = pool.submit(
-                        _worker,
-                        OmegaConf.to_yaml(cell.config),
-                        cell.name,
-                        cell.assignment,
-                        cell.hash,
-                        cell.name in resume,
-                        threads,
-                    )
-                    pending[fut] = cell
-                try:
-                    while pending:
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            cell = pending.pop(fut)
-                            try:
-                                finish(fut.result())
-                            except Exception as err:  # the worker process itself died
-                                rec = _base_record(cell)
-                                rec.update(
-                                    status="failed",
-                                    error=f"worker died: {type(err).__name__}: {err}",
-                                    finished_at=now_iso(),
-                                )
-                                finish(rec)
-                except KeyboardInterrupt:
-                    for fut, cell in pending.items():
-                        fut.cancel()
-                        store.append(
-                            {**_base_record(cell), "status": "interrupted", "finished_at": now_iso()}
-                        )
-                    summary.interrupted = ", ".join(c.name for c in pending.values())
-                    pool.shutdown(wait=False, cancel_futures=True)
+            _run_launched(grid, todo, resume, finish, summary, jobs=jobs, launcher=launcher, address=address)
     summary.seconds = time.perf_counter() - start
     if not summary.interrupted and (summary.completed or summary.skipped):
         from fusionbench.tracking import log_grid_summary  # no-op when logger.wandb.mode is disabled
 
         summary.wandb = log_grid_summary(grid)
     return summary
+
+
+def _run_launched(
+    grid: Grid,
+    todo: list[Cell],
+    resume: set[str],
+    finish,
+    summary: GridSummary,
+    *,
+    jobs: int,
+    launcher: str,
+    address: str | None,
+) -> None:
+    """Submit cells to a launcher (at most ``launcher.parallel`` outstanding) and record each result."""
+    from fusionbench.launchers import LauncherConfig, WorkerDied, make_launcher
+
+    runner = make_launcher(
+        launcher,
+        jobs=jobs,
+        config=grid.launcher or LauncherConfig(),
+        results_dir=grid.results_dir,
+        address=address,
+    )
+    store = ResultsStore(grid.results_dir)
+    queue = list(todo)
+    pending: dict[Any, Cell] = {}
+
+    def submit(cells: list[Cell]) -> None:
+        for cell in cells:
+            store.append(_base_record(cell))
+        payloads = [_payload(c, c.name in resume) for c in cells]
+        batch = getattr(runner, "submit_batch", None)
+        handles = batch(payloads) if batch and len(cells) > 1 else [runner.submit(p) for p in payloads]
+        pending.update(zip(handles, cells))
+
+    try:
+        if runner.parallel >= len(queue):
+            submit(queue)
+            queue = []
+        while queue or pending:
+            room = runner.parallel - len(pending)
+            if queue and room > 0:
+                submit(queue[:room])
+                queue = queue[room:]
+            for handle in runner.wait(list(pending), timeout=5.0):
+                cell = pending.pop(handle)
+                try:
+                    finish(runner.result(handle))
+                except WorkerDied as err:
+                    # Not the cell's fault: record it as interrupted so the next run resumes it.
+                    rec = _base_record(cell)
+                    rec.update(status="interrupted", error=f"worker died: {err}", finished_at=now_iso())
+                    finish(rec)
+    except KeyboardInterrupt:
+        for handle, cell in pending.items():
+            runner.cancel(handle)
+            store.append({**_base_record(cell), "status": "interrupted", "finished_at": now_iso()})
+        summary.interrupted = ", ".join(c.name for c in [*pending.values(), *queue]) or "the grid"
+    finally:
+        runner.close()
 
 
 def _describe(summary: GridSummary, total: int) -> str:

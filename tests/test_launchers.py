@@ -1,0 +1,108 @@
+"""Grids through launchers: Ray (a local instance), SLURM (submitit's local executor), processes.
+
+The results store, skipping finished cells, failure isolation and resuming after a dead worker
+must behave the same whatever runs the cells.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionbench.errors import ConfigError
+from fusionbench.grid import load_grid
+from fusionbench.results import ResultsStore
+from fusionbench.runner import run_grid
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def write_grid(tmp_path: Path, grid: dict, **top) -> Path:
+    path = tmp_path / "grid.yaml"
+    body = {
+        "base": str(CONFIGS / "tiny.yaml"),
+        "name": "g",
+        "output_dir": str(tmp_path / "runs"),
+        "trainer": {"max_epochs": 1},
+        **top,
+        "grid": grid,
+    }
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_ray_launcher_runs_a_four_cell_grid_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late", "attention"]}, "seeds": [0, 1]})
+    summary = run_grid(load_grid(path), progress=False, launcher="ray", jobs=2)
+    assert sorted(summary.completed) == ["attention-s0", "attention-s1", "late-s0", "late-s1"]
+    assert not summary.failed
+    latest = ResultsStore(tmp_path / "runs" / "g").latest()
+    assert all(r["status"] == "completed" and r["metrics"]["test"]["CIDEr"] >= 0 for r in latest.values())
+    for cell in latest:
+        assert (tmp_path / "runs" / "g" / cell / "metrics.json").is_file()
+    again = run_grid(load_grid(path), progress=False, launcher="ray", jobs=2)
+    assert again.completed == [] and len(again.skipped) == 4  # finished cells are not rerun
+
+
+def test_slurm_launcher_through_submitits_local_executor_isolates_a_failing_cell(tmp_path):
+    pytest.importorskip("submitit")
+    # a learning rate of 1e30 makes the loss non-finite: a real failure inside the job
+    path = write_grid(
+        tmp_path,
+        {
+            "axes": {"optim.lr": [1.0e30, 0.003]},
+            "launcher": {"slurm": {"cluster": "local", "cpus_per_cell": 1}},
+        },
+    )
+    grid = load_grid(path)
+    summary = run_grid(grid, progress=False, launcher="slurm", jobs=2)
+    bad, good = (c.name for c in grid.cells)
+    assert list(summary.failed) == [bad] and "loss" in summary.failed[bad]
+    assert summary.completed == [good]
+    latest = ResultsStore(grid.results_dir).latest()
+    assert latest[bad]["status"] == "failed" and latest[good]["status"] == "completed"
+    assert list((grid.results_dir / "submitit").iterdir())  # submitit's job folders (logs, pickles)
+
+
+@pytest.mark.parametrize("launcher", ["local", "slurm"])
+def test_a_killed_worker_is_resumed_from_its_checkpoint_on_the_next_run(tmp_path, launcher):
+    if launcher == "slurm":
+        pytest.importorskip("submitit")
+    marker = tmp_path / "died"
+    cells = {"model.fusion.name": ["dies_once"]}
+    path = write_grid(
+        tmp_path,
+        {"axes": cells, "seeds": [0, 1], "launcher": {"slurm": {"cluster": "local", "cpus_per_cell": 1}}},
+        plugins=[str(CONFIGS / "plugins" / "dies_once.py")],
+        trainer={"max_epochs": 2},
+        model={"fusion": {"name": "dies_once", "marker": str(marker)}},
+    )
+    grid = load_grid(path)
+    first = run_grid(grid, progress=False, launcher=launcher, jobs=2)
+    assert marker.exists()
+    latest = ResultsStore(grid.results_dir).latest()
+    # One worker died. A process pool loses its other running cell with it; a SLURM job does not.
+    died = sorted(c for c, r in latest.items() if r["status"] == "interrupted")
+    assert died and all("worker died" in latest[c]["error"] and c in first.failed for c in died), latest
+    assert len(died) == 1 or launcher == "local"
+    resumable = [c for c in died if (grid.results_dir / c / "checkpoints" / "last.ckpt").is_file()]
+    assert resumable  # epoch 1 was saved before the worker died in epoch 2
+
+    second = run_grid(load_grid(path), progress=False, launcher=launcher, jobs=2)
+    assert sorted(second.completed) == died and not second.failed
+    for cell in resumable:
+        metrics = json.loads((grid.results_dir / cell / "metrics.json").read_text())
+        assert metrics["cost"]["resumed"] is True
+        assert [h["epoch"] for h in metrics["val_history"]] == [0, 1]  # epoch 0 restored, epoch 1 trained
+
+
+def test_launcher_settings_are_validated(tmp_path):
+    path = write_grid(
+        tmp_path, {"axes": {"model.fusion.name": ["late"]}, "launcher": {"slurm": {"partiton": "gpu"}}}
+    )
+    with pytest.raises(ConfigError, match="grid.launcher"):
+        load_grid(path)
