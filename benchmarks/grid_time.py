@@ -8,6 +8,7 @@ results and leaderboard in a temporary folder so nothing in the repository chang
     python benchmarks/grid_time.py                          # experiments/grid.yaml, the default grid
     python benchmarks/grid_time.py tests/configs/tiny_grid.yaml --out grid_time_tiny
     python benchmarks/grid_time.py experiments/grid.yaml --jobs 2
+    python benchmarks/grid_time.py experiments/grid.yaml --launcher ray --jobs 2
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("grid", nargs="?", default=str(ROOT / "experiments" / "grid.yaml"))
     parser.add_argument("overrides", nargs="*", help="dotlist overrides passed to fusionbench run")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--launcher", default="local", choices=["local", "slurm", "ray"])
     parser.add_argument("--wandb", action="store_true", help="keep the grid's W&B logging (default: off)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary output folder")
     parser.add_argument("--out", default="grid_time", help="results file stem in benchmarks/results/")
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-progress",
         "--jobs",
         str(args.jobs),
+        "--launcher",
+        args.launcher,
         "--leaderboard-dir",
         str(tmp / "leaderboards"),
     ]
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, rec in records.items()
     ]
-    table = Table(title=f"Grid wall time: {grid} ({len(cells)} cells, --jobs {args.jobs})")
+    table = Table(
+        title=f"Grid wall time: {grid} ({len(cells)} cells, --launcher {args.launcher} --jobs {args.jobs})"
+    )
     for col in ("cell", "status", "wall s", "train s", "epochs"):
         table.add_column(col, justify="left" if col in ("cell", "status") else "right")
     for c in cells:
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "grid": str(grid),
             "overrides": list(args.overrides),
             "jobs": args.jobs,
+            "launcher": args.launcher,
             "wandb": bool(args.wandb),
             "exit_code": proc.returncode,
             "wall_seconds": wall,
