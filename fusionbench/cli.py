@@ -251,9 +251,8 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
 
     from fusionbench.config import load_config
-    from fusionbench.features.cache import cache_root, cached_features, feature_key, key_digest
-    from fusionbench.features.extract import extract_features
-    from fusionbench.features.store import FeatureWriter
+    from fusionbench.features.cache import cache_root, cached_features
+    from fusionbench.features.extract import write_feature_store
     from fusionbench.registries import DATASETS, ENCODERS
 
     cfg = load_config(args.config, args.overrides)
@@ -269,17 +268,8 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
     splits = {name: dataset.split(name) for name in names}
     device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     if args.out:
-        writer = FeatureWriter(args.out)
-        try:
-            stats = extract_features(
-                encoder, splits.values(), writer, batch_size=args.batch_size, device=device
-            )
-        except BaseException:
-            writer.abort()
-            raise
-        key = feature_key(encoder, cfg.data)
-        writer.close(
-            {**key, "key": key_digest(key), "dim": stats["dim"], "images": stats["images"], "splits": names}
+        stats = write_feature_store(
+            encoder, cfg.data, splits, args.out, batch_size=args.batch_size, device=device
         )
         where, seconds, count = args.out, stats["seconds"], stats["images"]
     else:

@@ -11,7 +11,8 @@ import torch
 from fusionbench.cli import main
 from fusionbench.config import load_config
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.features.cache import cache_root, feature_key, key_digest
+from fusionbench.features.cache import cache_root
+from fusionbench.features.key import feature_key, key_digest
 from fusionbench.features.store import FeatureStore, FeatureWriter
 from fusionbench.registries import ENCODERS
 from fusionbench.run import run_experiment

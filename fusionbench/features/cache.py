@@ -17,8 +17,6 @@ extracting the same key at once both end up reading one complete copy.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -26,49 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fusionbench.encoders.base import Encoder
-from fusionbench.features.extract import extract_features
-from fusionbench.features.store import MANIFEST, FeatureStore, FeatureWriter
+from fusionbench.features.extract import write_feature_store
+from fusionbench.features.key import feature_key, key_digest
+from fusionbench.features.store import MANIFEST, FeatureStore
 from fusionbench.paths import cache_dir
 
 log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
 
 
 def cache_root(cfg: DictConfig | None = None) -> Path:
     configured = cfg.features.dir if cfg is not None and cfg.get("features") else None
     return Path(str(configured)).expanduser() if configured else cache_dir() / "features"
-
-
-def weights_digest(encoder: Encoder) -> str:
-    """SHA-256 of the encoder's non-trainable state (names, shapes, dtypes and values)."""
-    trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
-    h = hashlib.sha256()
-    for name, tensor in encoder.state_dict().items():
-        if name in trainable:
-            continue
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def feature_key(encoder: Encoder, data_cfg: Any) -> dict[str, Any]:
-    """Everything the cached features depend on (hashed into the cache folder's name)."""
-    data = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else data_cfg
-    return {
-        "version": CACHE_VERSION,
-        "encoder": encoder.feature_identity(),
-        "weights": weights_digest(encoder),
-        "data": data,
-    }
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def cached_features(
@@ -101,23 +70,11 @@ def cached_features(
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{digest}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    writer = FeatureWriter(tmp)
-    device = torch.device(device)
-    origin = next(encoder.parameters(), torch.empty(0)).device
-    encoder.to(device)
     try:
-        # On a forked RNG: extracting (its data loader draws a seed) must not shift the run's RNG,
-        # or a run that extracts would train differently from one that finds the cache.
-        with torch.random.fork_rng(devices=[]):
-            stats = extract_features(encoder, splits.values(), writer, batch_size=batch_size, device=device)
-        writer.close(
-            {**key, "key": digest, "dim": stats["dim"], "images": stats["images"], "splits": list(splits)}
-        )
+        stats = write_feature_store(encoder, data_cfg, splits, tmp, batch_size=batch_size, device=device)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        encoder.to(origin)
     try:
         os.rename(tmp, dest)
     except OSError:  # another process published the same key first: use its complete copy

@@ -9,7 +9,9 @@ would have computed from the pixels.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader
 from fusionbench.data.base import CaptionSplit
 from fusionbench.data.module import CaptionImages, Collate
 from fusionbench.encoders.base import Encoder
+from fusionbench.features.key import feature_key, key_digest
 from fusionbench.features.store import FeatureWriter
 
 
@@ -63,3 +66,43 @@ def extract_features(
     finally:
         encoder.train(was_training)
     return {"images": len(done), "dim": dim, "seconds": time.perf_counter() - start}
+
+
+def write_feature_store(
+    encoder: Encoder,
+    data_cfg: Any,
+    splits: Mapping[str, CaptionSplit],
+    path: str | Path,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> dict[str, float | int]:
+    """Extract ``splits`` into a new store at ``path`` (folder or ``.h5``) with its manifest.
+
+    Runs on a forked RNG (the data loader draws a seed), so a run that extracts trains exactly like
+    one that finds the cache; the encoder goes back to its device afterwards. An interrupted write
+    leaves no HDF5 file behind (a folder keeps only complete per-image files and no manifest).
+    """
+    writer = FeatureWriter(path)
+    device = torch.device(device)
+    origin = next(encoder.parameters(), torch.empty(0)).device
+    encoder.to(device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            stats = extract_features(encoder, splits.values(), writer, batch_size=batch_size, device=device)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        encoder.to(origin)
+    key = feature_key(encoder, data_cfg)
+    writer.close(
+        {
+            **key,
+            "key": key_digest(key),
+            "dim": stats["dim"],
+            "images": stats["images"],
+            "splits": list(splits),
+        }
+    )
+    return stats
