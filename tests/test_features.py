@@ -221,3 +221,36 @@ def test_precomputed_config_errors(tmp_path):
 def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSIONBENCH_CACHE", str(tmp_path))
     assert cache_root() == tmp_path / "features"
+
+
+def test_grid_cells_sharing_a_frozen_encoder_extract_its_features_once(tmp_path):
+    import yaml
+
+    from fusionbench.grid import load_grid
+    from fusionbench.runner import run_grid
+
+    configs = __import__("pathlib").Path(__file__).parent / "configs"
+    path = tmp_path / "grid.yaml"
+    body = {
+        "base": str(configs / "tiny.yaml"),
+        "name": "g",
+        "output_dir": str(tmp_path / "runs"),
+        "trainer": {"max_epochs": 1},
+        "model": {"encoder": {"name": "cnn", "model_name": "resnet10t", "feature_stride": 8, "freeze": True}},
+        "features": {"dir": str(tmp_path / "cache")},
+        "grid": {
+            "axes": {
+                "model.fusion.name": ["late", "attention"],
+                "model.decoder.name": ["lstm", "transformer"],
+            }
+        },
+    }
+    path.write_text(yaml.safe_dump(body))
+    summary = run_grid(load_grid(path), progress=False)
+    assert len(summary.completed) == 4
+    runs = tmp_path / "runs" / "g"
+    feats = [
+        json.loads((runs / c / "metrics.json").read_text())["cost"]["features"] for c in summary.completed
+    ]
+    assert [f["hit"] for f in feats] == [False, True, True, True]  # computed by the first cell only
+    assert len({f["key"] for f in feats}) == 1 and len(list((tmp_path / "cache").iterdir())) == 1
