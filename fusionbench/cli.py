@@ -37,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_java()
-    metrics = run_experiment(cfg, progress=False if args.no_progress else None)
+    metrics = run_experiment(cfg, progress=False if args.no_progress else None, resume=args.resume)
     if "run_name" in metrics:  # rank 0 (the only one in a single-process run)
         _print_summary(metrics)
     return 0
@@ -352,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs (grid cells) without running them")
     p.add_argument("--jobs", type=int, default=1, help="grid cells run in parallel processes (default 1)")
     p.add_argument("--force", action="store_true", help="rerun grid cells that already finished")
+    p.add_argument(
+        "--resume", action="store_true", help="single experiment: continue from its checkpoints/last.ckpt"
+    )
     p.add_argument(
         "--launcher",
         choices=["local", "slurm", "ray"],

@@ -33,6 +33,16 @@ from fusionbench.grid import Cell, Grid
 from fusionbench.results import ResultsStore, git_commit, now_iso
 
 SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components")
+DIST_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "LOCAL_WORLD_SIZE",
+)
 
 
 @dataclass
@@ -61,6 +71,57 @@ def _run_dir(cell: Cell) -> Path:
     return run_dir_for(cell.config)
 
 
+def needs_own_process(cfg) -> bool:
+    """True when a cell trains on several processes (DDP over ``trainer.devices``/``num_nodes``).
+
+    Lightning's DDP launcher starts the other ranks by re-running the command line, which must then
+    be this one cell, not the whole grid: such a cell runs as ``fusionbench run <cell config>``.
+    """
+    import torch
+
+    tc = cfg.trainer
+    if int(tc.get("num_nodes", 1)) > 1:
+        return True
+    devices = tc.devices
+    if OmegaConf.is_config(devices):
+        devices = OmegaConf.to_container(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    text = str(devices).strip()
+    if text in ("-1", "auto"):  # every device of the accelerator
+        return str(tc.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.device_count() > 1
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()]) > 1
+    return text.isdigit() and int(text) > 1
+
+
+def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
+    """Run a multi-process cell as its own ``fusionbench run`` command; its metrics.json is the result."""
+    import subprocess
+    import sys
+
+    from fusionbench.io import atomic_write_text
+
+    run_dir = _run_dir(cell)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "cell.yaml"
+    atomic_write_text(config_file, OmegaConf.to_yaml(cell.config, resolve=True))
+    cmd = [sys.executable, "-m", "fusionbench.cli", "run", str(config_file), "--no-progress"]
+    # A cell run earlier in this process may have left torch.distributed's rendezvous variables
+    # (MASTER_PORT, still bound here); the new run must choose its own.
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
+    proc = subprocess.run(
+        cmd + (["--resume"] if resume else []), capture_output=True, text=True, check=False, env=env
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        (run_dir / "error.log").write_text(proc.stdout + "\n" + proc.stderr, encoding="utf-8")
+        raise RuntimeError(f"`{' '.join(cmd)}` exited with {proc.returncode}: {tail[-1] if tail else ''}")
+    import json
+
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
 def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> dict[str, Any]:
     """Run one cell and return its results record (never raises for a failing cell)."""
     from fusionbench.run import run_experiment
@@ -68,7 +129,10 @@ def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> 
     record = _base_record(cell)
     start = time.perf_counter()
     try:
-        metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
+        if needs_own_process(cell.config):
+            metrics = _execute_in_subprocess(cell, resume)
+        else:
+            metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
         record.update(status="completed", metrics={k: metrics[k] for k in SUMMARY_KEYS if k in metrics})
     except Exception as err:  # a failing cell must not stop the grid
         message = f"{type(err).__name__}: {err}".strip()

@@ -86,3 +86,31 @@ def test_a_ddp_training_run_writes_its_results_once_from_rank_zero(tiny_config_p
 def test_evaluate_rejects_overrides_of_the_model_or_data(checkpoint, capsys):
     assert main(["evaluate", str(checkpoint), "model.d_model=64"]) == 2
     assert "cannot override model" in capsys.readouterr().err
+
+
+def test_a_grid_cell_on_two_processes_runs_as_its_own_command(tmp_path):
+    """Lightning's DDP launcher re-runs the command line for the other ranks: a multi-device grid
+    cell must therefore run as `fusionbench run <cell config>`, not inside the grid process."""
+    import yaml
+
+    from fusionbench.grid import load_grid
+    from fusionbench.runner import needs_own_process, run_grid
+
+    config = __import__("pathlib").Path(__file__).parent / "configs" / "tiny.yaml"
+    path = tmp_path / "grid.yaml"
+    body = {
+        "base": str(config),
+        "name": "g",
+        "output_dir": str(tmp_path / "runs"),
+        "trainer": {"max_epochs": 1, "strategy": "ddp"},
+        "grid": {"axes": {"trainer.devices": [1, 2]}},
+    }
+    path.write_text(yaml.safe_dump(body))
+    grid = load_grid(path)
+    assert [needs_own_process(c.config) for c in grid.cells] == [False, True]
+    summary = run_grid(grid, progress=False)
+    assert len(summary.completed) == 2 and not summary.failed, summary.failed
+    two = grid.results_dir / grid.cells[1].name
+    assert (two / "cell.yaml").is_file() and json.loads((two / "metrics.json").read_text())[
+        "status"
+    ] == "completed"
