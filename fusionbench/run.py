@@ -10,6 +10,7 @@ and ``checkpoints/best.ckpt``. Every file is written atomically.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -155,6 +156,24 @@ def attach_features(cfg: DictConfig, model, datamodule: CaptionDataModule, datas
 
 # A frozen backbone stays in eval mode on purpose (fixed BatchNorm statistics); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Lightning 2.6 on torch 2.14 warns about its own use of a torch pytree API at every fit and test.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class _NoAdvert(logging.Filter):
+    """Drop Lightning's logging-service tip, which it prints again for every run of a grid."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdvert())
+
+
+def _limit(value: Any) -> Any:
+    """``limit_*_batches``: the float 1.0 (all batches) is Lightning's default; passing it explicitly
+    only makes Lightning print that it was configured. An int 1 (one batch) is passed as is."""
+    return None if isinstance(value, float) and value == 1.0 else value
 
 
 def _measure_cost(
@@ -286,8 +305,8 @@ def _run_experiment(
     trainer = pl.Trainer(
         **device_kwargs(cfg),
         max_epochs=int(tc.max_epochs),
-        limit_train_batches=tc.limit_train_batches,
-        limit_val_batches=tc.limit_val_batches,
+        limit_train_batches=_limit(tc.limit_train_batches),
+        limit_val_batches=_limit(tc.limit_val_batches),
         check_val_every_n_epoch=int(tc.check_val_every_n_epoch),
         log_every_n_steps=int(tracker.log_every_n_steps or tc.log_every_n_steps),
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
