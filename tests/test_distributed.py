@@ -91,21 +91,14 @@ def test_evaluate_rejects_overrides_of_the_model_or_data(checkpoint, capsys):
 def test_a_grid_cell_on_two_processes_runs_as_its_own_command(tmp_path):
     """Lightning's DDP launcher re-runs the command line for the other ranks: a multi-device grid
     cell must therefore run as `fusionbench run <cell config>`, not inside the grid process."""
-    import yaml
+    from grids import write_grid
 
     from fusionbench.grid import load_grid
     from fusionbench.runner import needs_own_process, run_grid
 
-    config = __import__("pathlib").Path(__file__).parent / "configs" / "tiny.yaml"
-    path = tmp_path / "grid.yaml"
-    body = {
-        "base": str(config),
-        "name": "g",
-        "output_dir": str(tmp_path / "runs"),
-        "trainer": {"max_epochs": 1, "strategy": "ddp"},
-        "grid": {"axes": {"trainer.devices": [1, 2]}},
-    }
-    path.write_text(yaml.safe_dump(body))
+    path = write_grid(
+        tmp_path, {"axes": {"trainer.devices": [1, 2]}}, trainer={"max_epochs": 1, "strategy": "ddp"}
+    )
     grid = load_grid(path)
     assert [needs_own_process(c.config) for c in grid.cells] == [False, True]
     summary = run_grid(grid, progress=False)

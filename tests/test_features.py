@@ -224,28 +224,18 @@ def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_grid_cells_sharing_a_frozen_encoder_extract_its_features_once(tmp_path):
-    import yaml
+    from grids import write_grid
 
     from fusionbench.grid import load_grid
     from fusionbench.runner import run_grid
 
-    configs = __import__("pathlib").Path(__file__).parent / "configs"
-    path = tmp_path / "grid.yaml"
-    body = {
-        "base": str(configs / "tiny.yaml"),
-        "name": "g",
-        "output_dir": str(tmp_path / "runs"),
-        "trainer": {"max_epochs": 1},
-        "model": {"encoder": {"name": "cnn", "model_name": "resnet10t", "feature_stride": 8, "freeze": True}},
-        "features": {"dir": str(tmp_path / "cache")},
-        "grid": {
-            "axes": {
-                "model.fusion.name": ["late", "attention"],
-                "model.decoder.name": ["lstm", "transformer"],
-            }
-        },
-    }
-    path.write_text(yaml.safe_dump(body))
+    path = write_grid(
+        tmp_path,
+        {"axes": {"model.fusion.name": ["late", "attention"], "model.decoder.name": ["lstm", "transformer"]}},
+        trainer={"max_epochs": 1},
+        model={"encoder": {"name": "cnn", "model_name": "resnet10t", "feature_stride": 8, "freeze": True}},
+        features={"dir": str(tmp_path / "cache")},
+    )
     summary = run_grid(load_grid(path), progress=False)
     assert len(summary.completed) == 4
     runs = tmp_path / "runs" / "g"

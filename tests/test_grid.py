@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from grids import write_grid
 
 from fusionbench.errors import ConfigError, FusionbenchError
 from fusionbench.grid import expand, load_grid
@@ -48,21 +49,6 @@ def test_product_zip_exclude_include_and_seeds():
 def test_bad_grid_specs_fail_before_running(spec, pattern):
     with pytest.raises(ConfigError, match=pattern):
         expand(spec, "g.yaml")
-
-
-def write_grid(tmp_path, grid: dict, **top) -> Path:
-    import yaml
-
-    path = tmp_path / "grid.yaml"
-    body = {
-        "base": str(CONFIGS / "tiny.yaml"),
-        "name": "g",
-        "output_dir": str(tmp_path / "runs"),
-        **top,
-        "grid": grid,
-    }
-    path.write_text(yaml.safe_dump(body))
-    return path
 
 
 def test_axis_over_unknown_key_and_unknown_include_value(tmp_path):

@@ -9,29 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grids
 import pytest
-import yaml
 
 from fusionbench.errors import ConfigError
 from fusionbench.grid import load_grid
 from fusionbench.results import ResultsStore
 from fusionbench.runner import run_grid
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = grids.CONFIGS
 
 
 def write_grid(tmp_path: Path, grid: dict, **top) -> Path:
-    path = tmp_path / "grid.yaml"
-    body = {
-        "base": str(CONFIGS / "tiny.yaml"),
-        "name": "g",
-        "output_dir": str(tmp_path / "runs"),
-        "trainer": {"max_epochs": 1},
-        **top,
-        "grid": grid,
-    }
-    path.write_text(yaml.safe_dump(body))
-    return path
+    """One-epoch cells unless ``trainer`` says otherwise."""
+    return grids.write_grid(tmp_path, grid, **{"trainer": {"max_epochs": 1}, **top})
 
 
 def test_ray_launcher_runs_a_four_cell_grid_on_a_local_ray_instance(tmp_path):
