@@ -218,6 +218,18 @@ def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -
     return _from_hub(model_name, arg, key, kwargs, packaged)
 
 
+def feature_map_backbone(model_name: str, pretrained: Any, feature_stride: int, key: str) -> nn.Module:
+    """A timm ``features_only`` backbone giving its one feature map at ``feature_stride``."""
+    probe = create_backbone(model_name, False, key, features_only=True)
+    strides = probe.feature_info.reduction()
+    if feature_stride not in strides:
+        raise ConfigError(
+            f"{key}.feature_stride={feature_stride} is not available for '{model_name}'; choose one of {strides}."
+        )
+    index = strides.index(feature_stride)
+    return create_backbone(model_name, pretrained, key, features_only=True, out_indices=(index,))
+
+
 # -- sources ------------------------------------------------------------------------------------
 def _from_package(packaged: PackagedWeights, model_name: str, key: str, kwargs: dict) -> nn.Module:
     arch = packaged.architecture(model_name)

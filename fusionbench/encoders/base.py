@@ -162,6 +162,29 @@ class Encoder(nn.Module):
         self.register_buffer(
             "pixel_std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False
         )
+        self._kept_frozen: list[nn.Module] = []
+
+    def adopt_backbone(self, backbone: nn.Module, *, freeze: bool) -> None:
+        """Normalise as the backbone's weights expect (timm's ``pretrained_cfg`` mean/std) and, with
+        ``freeze``, keep it frozen (``keep_frozen``)."""
+        data_cfg = getattr(backbone, "pretrained_cfg", None) or {}
+        if "mean" in data_cfg and "std" in data_cfg:
+            self.set_normalization(data_cfg["mean"], data_cfg["std"])
+        if freeze:
+            self.keep_frozen(backbone)
+
+    def keep_frozen(self, module: nn.Module) -> None:
+        """Never train ``module``: no gradients, and eval mode whatever ``train()`` is called with
+        (BatchNorm statistics stay fixed, no dropout or drop-path)."""
+        module.requires_grad_(False)
+        module.eval()
+        self._kept_frozen.append(module)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._kept_frozen:
+            module.eval()
+        return self
 
     def set_normalization(self, mean, std) -> None:
         """Use the mean/std the backbone's weights were trained with."""

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fusionbench.encoders.backbone import create_backbone
+from fusionbench.encoders.backbone import feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
-from fusionbench.errors import ConfigError
 from fusionbench.registries import ENCODERS
 
 
@@ -35,33 +34,11 @@ class CNNEncoder(Encoder):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
-        probe = create_backbone(config.model_name, False, "model.encoder", features_only=True)
-        strides = probe.feature_info.reduction()
-        if config.feature_stride not in strides:
-            raise ConfigError(
-                f"model.encoder.feature_stride={config.feature_stride} is not available for "
-                f"'{config.model_name}'; choose one of {strides}."
-            )
-        index = strides.index(config.feature_stride)
-        self.backbone = create_backbone(
-            config.model_name, config.pretrained, "model.encoder", features_only=True, out_indices=(index,)
+        self.backbone = feature_map_backbone(
+            config.model_name, config.pretrained, config.feature_stride, "model.encoder"
         )
         self.out_dim = self.backbone.feature_info.channels()[-1]
-        data_cfg = self.backbone.pretrained_cfg or {}
-        if "mean" in data_cfg and "std" in data_cfg:
-            self.set_normalization(data_cfg["mean"], data_cfg["std"])
-        if config.freeze:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze:
-            self.backbone.eval()  # frozen BatchNorm statistics stay fixed
-        return self
-
-    def extract_is_frozen(self) -> bool:
-        return bool(self.config.freeze)
+        self.adopt_backbone(self.backbone, freeze=config.freeze)
 
     def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from fusionbench.encoders.backbone import create_backbone
+from fusionbench.encoders.backbone import feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, masked_mean
 from fusionbench.errors import ConfigError
 from fusionbench.registries import ENCODERS
@@ -108,28 +108,12 @@ class RegionEncoder(Encoder):
             self.detector, self.detector_meta = load_detector(
                 config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
             )
-            self.detector.requires_grad_(False)
-            self.detector.eval()
+            self.keep_frozen(self.detector)  # the detector is never trained here
 
     def _build_backbone(self, config: Config) -> None:
-        probe = create_backbone(config.model_name, False, KEY, features_only=True)
-        strides = probe.feature_info.reduction()
-        if config.feature_stride not in strides:
-            raise ConfigError(
-                f"{KEY}.feature_stride={config.feature_stride} is not available for "
-                f"'{config.model_name}'; choose one of {strides}."
-            )
-        index = strides.index(config.feature_stride)
-        self.backbone = create_backbone(
-            config.model_name, config.pretrained, KEY, features_only=True, out_indices=(index,)
-        )
+        self.backbone = feature_map_backbone(config.model_name, config.pretrained, config.feature_stride, KEY)
         self.out_dim = self.backbone.feature_info.channels()[-1]
-        data_cfg = self.backbone.pretrained_cfg or {}
-        if "mean" in data_cfg and "std" in data_cfg:
-            self.set_normalization(data_cfg["mean"], data_cfg["std"])
-        if config.freeze:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        self.adopt_backbone(self.backbone, freeze=config.freeze)
 
     @staticmethod
     def _validate(config: Config) -> None:
@@ -166,14 +150,6 @@ class RegionEncoder(Encoder):
 
     def extract_is_frozen(self) -> bool:
         return bool(self.config.freeze) and self.store is None
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze and self.backbone is not None:
-            self.backbone.eval()  # frozen BatchNorm statistics stay fixed
-        if self.detector is not None:
-            self.detector.eval()  # the detector is never trained here
-        return self
 
     # -- boxes ------------------------------------------------------------------------------------
     def region_boxes(self, images: Tensor, boxes: list[Tensor] | None = None) -> list[Tensor]:

@@ -87,12 +87,7 @@ class ViTEncoder(Encoder):
         self.has_class_token = bool(getattr(self.backbone, "has_class_token", self.num_prefix_tokens > 0))
         self.grid = tuple(self.backbone.patch_embed.grid_size)
         self.out_dim = int(self.backbone.embed_dim)
-        data_cfg = self.backbone.pretrained_cfg or {}
-        if "mean" in data_cfg and "std" in data_cfg:
-            self.set_normalization(data_cfg["mean"], data_cfg["std"])
-        if config.freeze:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        self.adopt_backbone(self.backbone, freeze=config.freeze)  # frozen: no dropout / drop-path
 
     # -- construction -----------------------------------------------------------------------------
     @staticmethod
@@ -161,16 +156,7 @@ class ViTEncoder(Encoder):
             _load_local_weights(model, Path(str(pretrained)).expanduser())
         return model
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze:
-            self.backbone.eval()  # no dropout / drop-path in a frozen backbone
-        return self
-
     # -- forward ----------------------------------------------------------------------------------
-    def extract_is_frozen(self) -> bool:
-        return bool(self.config.freeze)
-
     def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         size = self.config.img_size
         if images.shape[-2:] != (size, size):
