@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from fusionbench.fusion.base import FusedContext, Fusion
@@ -60,6 +61,20 @@ class Decoder(nn.Module):
     def lm_head(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits from (fused) hidden states."""
         return self.head(hidden)
+
+    def projected_init(self, ctx: FusedContext) -> Tensor | None:
+        """The fusion's ``init`` vector through ``self.init_proj``, for decoders that add it to the
+        first input embedding (they create ``init_proj`` only when the fusion gives an init vector
+        and their ``use_init`` is on); None otherwise."""
+        proj = getattr(self, "init_proj", None)
+        return proj(ctx.init) if proj is not None and ctx.init is not None else None
+
+
+def add_to_first_position(x: Tensor, vector: Tensor | None) -> Tensor:
+    """``x`` ``[B, T, D]`` with ``vector`` ``[B, D]`` added at position 0 only (None: unchanged)."""
+    if vector is None:
+        return x
+    return torch.cat([x[:, :1] + vector.unsqueeze(1), x[:, 1:]], dim=1)
 
 
 def _index(value: Any, index: Tensor) -> Any:

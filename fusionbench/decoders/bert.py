@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fusionbench.decoders.base import Decoder, State
+from fusionbench.decoders.base import Decoder, State, add_to_first_position
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
 from fusionbench.registries import DECODERS
@@ -412,15 +412,7 @@ class BertDecoder(Decoder):
 
     # -- helpers ----------------------------------------------------------------------------------
     def _word_embeds(self, ids: Tensor, init: Tensor | None) -> Tensor:
-        x = self.bert.bert.embeddings.word_embeddings(ids)
-        if init is not None:  # the init vector goes into the first position only
-            x = torch.cat([x[:, :1] + init.unsqueeze(1), x[:, 1:]], dim=1)
-        return x
-
-    def _init_vector(self, ctx: FusedContext) -> Tensor | None:
-        if self.uses_init and self.config.use_init and ctx.init is not None:
-            return self.init_proj(ctx.init)
-        return None
+        return add_to_first_position(self.bert.bert.embeddings.word_embeddings(ids), init)
 
     def _prefix(self, ctx: FusedContext) -> tuple[Tensor, Tensor] | None:
         if not (self.uses_prefix and ctx.prefix is not None):
@@ -492,7 +484,7 @@ class BertDecoder(Decoder):
     # -- decoding interface -----------------------------------------------------------------------
     def forward(self, input_ids: Tensor, ctx: FusedContext) -> tuple[Tensor, dict[str, Tensor]]:
         b, t = input_ids.shape
-        embeds = self._word_embeds(input_ids, self._init_vector(ctx))
+        embeds = self._word_embeds(input_ids, self.projected_init(ctx))
         mask = torch.ones(b, t, dtype=torch.long, device=input_ids.device)
         types = torch.zeros(b, t, dtype=torch.long, device=input_ids.device)
         p = 0
@@ -536,7 +528,7 @@ class BertDecoder(Decoder):
             state["mask"] = pmask
             state["next_pos"] = pmask.sum(1)
             state["length"] = pmask.shape[1]
-        init = self._init_vector(ctx)
+        init = self.projected_init(ctx)
         if init is not None:
             state["init"] = init
         return state

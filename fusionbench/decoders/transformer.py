@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusionbench.decoders.base import Decoder, State
+from fusionbench.decoders.base import Decoder, State, add_to_first_position
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
 from fusionbench.registries import DECODERS
@@ -219,14 +219,7 @@ class TransformerDecoder(Decoder):
                 f"{self.config.max_positions}; raise it or lower decoding.max_len / data.max_words."
             )
         x = self.embed(ids) + self.pos(torch.arange(start, start + t, device=ids.device))
-        if init is not None and start == 0:  # the init vector goes into the first position only
-            x = torch.cat([x[:, :1] + init.unsqueeze(1), x[:, 1:]], dim=1)
-        return x
-
-    def _init_vector(self, ctx: FusedContext) -> Tensor | None:
-        if self.uses_init and self.config.use_init and ctx.init is not None:
-            return self.init_proj(ctx.init)
-        return None
+        return add_to_first_position(x, init if start == 0 else None)
 
     def _cross_kv(self, ctx: FusedContext) -> list[KV] | None:
         if not self.uses_memory:
@@ -282,7 +275,7 @@ class TransformerDecoder(Decoder):
     # -- decoding interface ---------------------------------------------------------------------
     def forward(self, input_ids: Tensor, ctx: FusedContext) -> tuple[Tensor, dict[str, Tensor]]:
         b, t = input_ids.shape
-        x = self._embed_words(input_ids, 0, self._init_vector(ctx))
+        x = self._embed_words(input_ids, 0, self.projected_init(ctx))
         valid = torch.ones(b, t, dtype=torch.bool, device=input_ids.device)
         p = 0
         prefix = self._prefix(ctx)
@@ -308,7 +301,7 @@ class TransformerDecoder(Decoder):
         state: State = {"kv": past, "valid": valid, "t": 0}
         if cross is not None:
             state["cross_kv"] = cross
-        init = self._init_vector(ctx)
+        init = self.projected_init(ctx)
         if init is not None:
             state["init"] = init
         return state
