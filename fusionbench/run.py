@@ -89,7 +89,14 @@ def build_experiment(
         cfg.model, [c for caps in train.captions for c in caps], int(cfg.text.min_count)
     )
     model = build_model(cfg.model, tokenizer)
-    datamodule = CaptionDataModule(
+    datamodule = make_datamodule(cfg, dataset, tokenizer)
+    references = {s: dataset.split(s).references() for s in ["val", *dataset.eval_splits()]}
+    return tokenizer, model, datamodule, references
+
+
+def make_datamodule(cfg: DictConfig, dataset, tokenizer) -> CaptionDataModule:
+    """The data module of a config's ``loader``/``text``/``seed`` settings over ``dataset``."""
+    return CaptionDataModule(
         dataset,
         tokenizer,
         batch_size=int(cfg.loader.batch_size),
@@ -98,8 +105,6 @@ def build_experiment(
         max_words=int(cfg.text.max_words),
         seed=int(cfg.seed),
     )
-    references = {s: dataset.split(s).references() for s in ["val", *dataset.eval_splits()]}
-    return tokenizer, model, datamodule, references
 
 
 def default_run_name(cfg: DictConfig) -> str:
@@ -115,6 +120,21 @@ def _predictions_json(predictions: dict[int, str]) -> list[dict[str, Any]]:
     return [{"image_id": int(i), "caption": c} for i, c in sorted(predictions.items())]
 
 
+def use_precomputed(store, datamodule: CaptionDataModule, splits) -> dict[str, Any]:
+    """Read precomputed features from ``store``, after checking it has every image of ``splits``."""
+    ids = [int(i) for split in splits for i in split.image_ids]
+    missing = store.missing(ids)
+    if missing:
+        listed = ", ".join(str(i) for i in missing[:10])
+        raise DataError(
+            f"{store.path} has no features for {len(missing)} of the dataset's {len(ids)} images "
+            f"(first: {listed}). Extract them with `fusionbench extract-features <config> --out {store.path}` "
+            "or point model.encoder.features at the files made for this dataset."
+        )
+    datamodule.use_features(store)
+    return {"source": "precomputed", "path": str(store.path), "images": len(ids)}
+
+
 def attach_features(cfg: DictConfig, model, datamodule: CaptionDataModule, dataset) -> dict[str, Any] | None:
     """Make the data module read stored features where the encoder allows (``fusionbench.features``).
 
@@ -127,17 +147,7 @@ def attach_features(cfg: DictConfig, model, datamodule: CaptionDataModule, datas
     splits = {s: dataset.split(s) for s in ["train", "val", *dataset.eval_splits()]}
     store = encoder.feature_store()
     if store is not None:
-        ids = [int(i) for split in splits.values() for i in split.image_ids]
-        missing = store.missing(ids)
-        if missing:
-            listed = ", ".join(str(i) for i in missing[:10])
-            raise DataError(
-                f"{store.path} has no features for {len(missing)} of the dataset's {len(ids)} images "
-                f"(first: {listed}). Extract them with `fusionbench extract-features <config> --out {store.path}` "
-                "or point model.encoder.features at the files made for this dataset."
-            )
-        datamodule.use_features(store)
-        return {"source": "precomputed", "path": str(store.path), "images": len(ids)}
+        return use_precomputed(store, datamodule, splits.values())
     if not (cfg.features.cache and encoder.extract_is_frozen()):
         return None
     accelerator = str(cfg.trainer.accelerator)
@@ -425,19 +435,11 @@ def evaluate_checkpoint(
     pl.seed_everything(int(cfg.seed), verbose=False)
     dataset = DATASETS.build(cfg.data)
     eval_splits = list(splits or dataset.eval_splits())
-    datamodule = CaptionDataModule(
-        dataset,
-        model.tokenizer,
-        batch_size=int(cfg.loader.batch_size),
-        eval_batch_size=int(cfg.loader.eval_batch_size),
-        num_workers=int(cfg.loader.num_workers),
-        max_words=int(cfg.text.max_words),
-        seed=int(cfg.seed),
-    )
+    datamodule = make_datamodule(cfg, dataset, model.tokenizer)
     datamodule.eval_split_names = eval_splits
     store = model.encoder.feature_store()
     if store is not None:
-        datamodule.use_features(store)
+        use_precomputed(store, datamodule, [dataset.split(s) for s in eval_splits])
     references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
     module = CaptionModule(model, cfg, references, eval_splits)
     trainer = pl.Trainer(

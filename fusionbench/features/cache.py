@@ -71,7 +71,9 @@ def cached_features(
     tmp = root / f".{digest}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        stats = write_feature_store(encoder, data_cfg, splits, tmp, batch_size=batch_size, device=device)
+        stats = write_feature_store(
+            encoder, data_cfg, splits, tmp, batch_size=batch_size, device=device, key=key
+        )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

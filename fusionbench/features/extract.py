@@ -76,8 +76,11 @@ def write_feature_store(
     *,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
+    key: dict[str, Any] | None = None,
 ) -> dict[str, float | int]:
     """Extract ``splits`` into a new store at ``path`` (folder or ``.h5``) with its manifest.
+
+    ``key``: the encoder's ``feature_key`` when the caller already computed it (it hashes the weights).
 
     Runs on a forked RNG (the data loader draws a seed), so a run that extracts trains exactly like
     one that finds the cache; the encoder goes back to its device afterwards. An interrupted write
@@ -95,7 +98,7 @@ def write_feature_store(
         raise
     finally:
         encoder.to(origin)
-    key = feature_key(encoder, data_cfg)
+    key = key if key is not None else feature_key(encoder, data_cfg)
     writer.close(
         {
             **key,
