@@ -249,6 +249,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_extract_features(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
+    import torch
 
     from fusionbench.config import load_config
     from fusionbench.features.cache import cache_root, cached_features
@@ -266,7 +267,7 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
         )
     names = args.splits or ["train", "val", *dataset.eval_splits()]
     splits = {name: dataset.split(name) for name in names}
-    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.out:
         stats = write_feature_store(
             encoder, cfg.data, splits, args.out, batch_size=args.batch_size, device=device

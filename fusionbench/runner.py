@@ -286,7 +286,9 @@ def run_grid(
                     bar.remove_task(epochs)
                 finish(record)
         else:
-            _run_launched(grid, todo, resume, finish, summary, jobs=jobs, launcher=launcher, address=address)
+            _run_launched(
+                grid, store, todo, resume, finish, summary, jobs=jobs, launcher=launcher, address=address
+            )
     summary.seconds = time.perf_counter() - start
     if not summary.interrupted and (summary.completed or summary.skipped):
         from fusionbench.tracking import log_grid_summary  # no-op when logger.wandb.mode is disabled
@@ -297,6 +299,7 @@ def run_grid(
 
 def _run_launched(
     grid: Grid,
+    store: ResultsStore,
     todo: list[Cell],
     resume: set[str],
     finish,
@@ -316,7 +319,6 @@ def _run_launched(
         results_dir=grid.results_dir,
         address=address,
     )
-    store = ResultsStore(grid.results_dir)
     queue = list(todo)
     pending: dict[Any, Cell] = {}
 

@@ -19,7 +19,7 @@ Launcher settings live in the grid file (command-line flags override them)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from omegaconf import OmegaConf
@@ -107,6 +107,4 @@ def make_launcher(name: str, *, jobs: int, config: LauncherConfig, results_dir, 
         return SlurmLauncher(config.slurm, results_dir, jobs=jobs)
     from fusionbench.launchers.ray_cluster import RayLauncher
 
-    if address is not None:
-        config.ray.address = address
-    return RayLauncher(config.ray, jobs=jobs)
+    return RayLauncher(config.ray if address is None else replace(config.ray, address=address), jobs=jobs)
