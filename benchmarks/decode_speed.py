@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 
     from fusionbench.config import load_config
     from fusionbench.model import build_model, build_tokenizer
-    from fusionbench.registries import DATASETS
+    from fusionbench.registry import DATASETS
 
     torch.set_num_threads(args.threads)
     rows = []

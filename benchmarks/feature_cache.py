@@ -48,7 +48,7 @@ def main() -> None:
     from rich.table import Table
 
     from fusionbench.config import load_config
-    from fusionbench.run import run_experiment
+    from fusionbench.experiment import run_experiment
 
     work = Path(tempfile.mkdtemp(prefix="fusionbench-feature-cache-"))
     common = [

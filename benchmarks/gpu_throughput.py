@@ -40,9 +40,9 @@ def measure(cell: list[str], precision: str, *, batch: int, steps: int, warmup: 
     import torch
 
     from fusionbench.config import load_config
+    from fusionbench.experiment import build_experiment
     from fusionbench.module import CaptionModule
-    from fusionbench.registries import DATASETS
-    from fusionbench.run import build_experiment
+    from fusionbench.registry import DATASETS
 
     cfg = load_config(
         ROOT / "experiments" / "smoke.yaml",

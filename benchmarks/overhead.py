@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from fusionbench.config import load_config
+    from fusionbench.experiment import build_experiment
     from fusionbench.metrics import prepare_references, start_meteor
     from fusionbench.module import CaptionModule
     from fusionbench.optim import build_optimizer
-    from fusionbench.registries import DATASETS
-    from fusionbench.run import build_experiment
+    from fusionbench.registry import DATASETS
 
     console = Console(width=120)
     cfg = load_config(args.config, args.overrides)

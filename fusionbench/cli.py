@@ -27,13 +27,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _run_grid(args)
     if args.dry_run:
         from fusionbench.config import load_config
-        from fusionbench.run import run_dir_for
+        from fusionbench.experiment import run_dir_for
 
         out.print(f"1 run: {run_dir_for(load_config(args.config, args.overrides))}")
         return 0
     from fusionbench.config import load_config
+    from fusionbench.experiment import run_experiment
     from fusionbench.metrics import check_java
-    from fusionbench.run import run_experiment
 
     cfg = load_config(args.config, args.overrides)
     check_java()
@@ -47,8 +47,8 @@ def _run_grid(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from fusionbench.grid import load_grid
+    from fusionbench.grid.runner import run_grid
     from fusionbench.metrics import check_java
-    from fusionbench.runner import run_grid
 
     grid = load_grid(args.config, args.overrides, seeds=args.seeds)
     if args.dry_run:
@@ -189,7 +189,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from fusionbench.registries import ALL
+    from fusionbench.registry import ALL
 
     kinds = [args.kind] if args.kind else list(ALL)
     if args.kind and args.kind not in ALL:
@@ -220,7 +220,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_data_stats(args: argparse.Namespace) -> int:
     from fusionbench.config import load_config
     from fusionbench.data.stats import dataset_stats, format_stats
-    from fusionbench.registries import DATASETS
+    from fusionbench.registry import DATASETS
 
     cfg = load_config(args.config, args.overrides)
     stats = dataset_stats(DATASETS.build(cfg.data))
@@ -232,8 +232,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fusionbench.experiment import evaluate_checkpoint
     from fusionbench.metrics import check_java
-    from fusionbench.run import evaluate_checkpoint
 
     check_java()
     scores = evaluate_checkpoint(args.checkpoint, args.overrides, splits=args.splits)
@@ -254,7 +254,7 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
     from fusionbench.config import load_config
     from fusionbench.features.cache import cache_root, cached_features
     from fusionbench.features.extract import write_feature_store
-    from fusionbench.registries import DATASETS, ENCODERS
+    from fusionbench.registry import DATASETS, ENCODERS
 
     cfg = load_config(args.config, args.overrides)
     pl.seed_everything(int(cfg.seed), verbose=False)  # the weights a run with this seed starts from
@@ -292,7 +292,7 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
 def _cmd_detector_train(args: argparse.Namespace) -> int:
     from fusionbench.config import load_config
     from fusionbench.encoders.detector import train_detector
-    from fusionbench.registries import DATASETS
+    from fusionbench.registry import DATASETS
 
     cfg = load_config(args.config, args.overrides)
     dataset = DATASETS.build(cfg.data)

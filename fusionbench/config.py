@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fusionbench.errors import ConfigError
 
-# Component sections: (dotted key, registry attribute in fusionbench.registries)
+# Component sections: (dotted key, registry attribute in fusionbench.registry)
 COMPONENTS = (
     ("data", "DATASETS"),
     ("model.encoder", "ENCODERS"),
@@ -181,7 +181,7 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+def file_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
     """The file's ``base:`` chain, lowest layer first."""
     path = path.resolve()
     if path in seen:
@@ -202,7 +202,7 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: `base:` must be a path or a list of paths to other experiment files.")
     for b in bases:
-        layers.extend(_layers((path.parent / b), (*seen, path)))
+        layers.extend(file_layers((path.parent / b), (*seen, path)))
     layers.append((str(path), data))
     return layers
 
@@ -275,7 +275,7 @@ def parse_overrides(overrides: list[str]) -> dict:
 
 def compose(layers: list[tuple[str, dict]]) -> DictConfig:
     """Merge layers onto the typed defaults and validate every component section."""
-    from fusionbench import registries
+    from fusionbench import registry as registries
     from fusionbench.plugins import load_plugins
 
     cfg = OmegaConf.structured(ExperimentConfig)
@@ -318,7 +318,7 @@ def _check_logger(cfg: DictConfig) -> None:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:
     """Load an experiment file (or only the defaults when ``path`` is None) with overrides."""
-    layers = _layers(Path(path)) if path is not None else []
+    layers = file_layers(Path(path)) if path is not None else []
     if overrides:
         layers.append(("the command-line overrides", parse_overrides(list(overrides))))
     return compose(layers)

@@ -171,9 +171,9 @@ def _model_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def _is_path_like(value: Any) -> bool:
-    from fusionbench.encoders.backbone import _parse_pretrained
+    from fusionbench.encoders.backbone import parse_pretrained
 
-    return _parse_pretrained(value, "model.encoder")[0] == "path"
+    return parse_pretrained(value, "model.encoder")[0] == "path"
 
 
 def _prepare_encoder(enc: DictConfig) -> None:
@@ -381,10 +381,10 @@ def _pil_rgb(image: Image.Image) -> Image.Image:
 def _resize_uint8(image: np.ndarray, size: int | None, resize: str) -> np.ndarray:
     if size is None or image.shape[:2] == (size, size):
         return image
-    from fusionbench.data.images import _resize
+    from fusionbench.data.images import resize_image
 
     return np.ascontiguousarray(
-        np.asarray(_resize(Image.fromarray(image), int(size), resize), dtype=np.uint8)
+        np.asarray(resize_image(Image.fromarray(image), int(size), resize), dtype=np.uint8)
     )
 
 

@@ -18,7 +18,7 @@ from fusionbench.decoders.base import Decoder
 from fusionbench.decoding import beam_search, greedy_search
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.fusion.base import FusedContext, Fusion
-from fusionbench.registries import DECODERS, ENCODERS, FUSIONS
+from fusionbench.registry import DECODERS, ENCODERS, FUSIONS
 
 
 class CaptioningModel(nn.Module):

@@ -53,7 +53,7 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
 
 def test_test_scores_equal_rescoring_the_written_predictions(tiny_run):
     """metrics.json's test scores are exactly coco-caption's on predictions.json."""
-    from fusionbench.registries import DATASETS
+    from fusionbench.registry import DATASETS
 
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
     refs = DATASETS.build(cfg["data"]).split("test").references()
@@ -154,7 +154,7 @@ def test_validate_and_list(tiny_config, capsys):
 
 
 def test_detector_train_command_writes_a_checkpoint_the_regions_encoder_loads(tiny_config, tmp_path, capsys):
-    from fusionbench.registries import ENCODERS
+    from fusionbench.registry import ENCODERS
 
     ckpt = tmp_path / "detector.pt"
     args = ["detector", "train", str(tiny_config), "--out", str(ckpt), "--epochs", "1", "--batch-size", "8"]

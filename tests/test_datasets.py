@@ -32,7 +32,7 @@ from fusionbench.data.karpathy import CocoKarpathy, Flickr8k, Flickr30k
 from fusionbench.data.module import Collate, _image_item
 from fusionbench.data.stats import data_report, dataset_stats, format_stats
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 S = 32  # image_size used throughout
 WORDS = ("red", "green", "blue", "yellow")
@@ -743,7 +743,7 @@ def _build_for_e2e(kind: str, tmp: Path) -> list[str]:
 @pytest.mark.parametrize("kind", ["coco_karpathy", "coco", "folder_jsonl", "folder_csv"])
 def test_train_and_evaluate_end_to_end(tmp_path, tiny_config, kind):
     from fusionbench.config import load_config
-    from fusionbench.run import run_experiment
+    from fusionbench.experiment import run_experiment
 
     overrides = [
         f"data.name={kind.split('_')[0] if kind.startswith('folder') else kind}",

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from fusionbench.decoders.bert import WordPieceTokenizer
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
 from fusionbench.model import build_model, build_tokenizer
-from fusionbench.registries import DECODERS
+from fusionbench.registry import DECODERS
+from fusionbench.text.wordpiece import WordPieceTokenizer
 
 CAPTIONS = [
     "A large red circle is left of the blue square.",

@@ -94,7 +94,7 @@ def test_a_grid_cell_on_two_processes_runs_as_its_own_command(tmp_path):
     from grids import write_grid
 
     from fusionbench.grid import load_grid
-    from fusionbench.runner import needs_own_process, run_grid
+    from fusionbench.grid.runner import needs_own_process, run_grid
 
     path = write_grid(
         tmp_path, {"axes": {"trainer.devices": [1, 2]}}, trainer={"max_epochs": 1, "strategy": "ddp"}

@@ -22,7 +22,7 @@ from fusionbench.encoders.regions import RegionEncoder
 from fusionbench.encoders.vit import ViTEncoder, default_num_heads
 from fusionbench.errors import ConfigError, DataError, FusionbenchError
 from fusionbench.model import build_model, build_tokenizer
-from fusionbench.registries import DATASETS, ENCODERS
+from fusionbench.registry import DATASETS, ENCODERS
 
 # Small but real: one block of ViT, resnet10t at stride 8 for regions.
 VIT = {"name": "vit", "depth": 1, "embed_dim": 32}

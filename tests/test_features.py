@@ -11,11 +11,11 @@ import torch
 from fusionbench.cli import main
 from fusionbench.config import load_config
 from fusionbench.errors import ConfigError, DataError
+from fusionbench.experiment import run_experiment
 from fusionbench.features.cache import cache_root
 from fusionbench.features.key import feature_key, key_digest
 from fusionbench.features.store import FeatureStore, FeatureWriter
-from fusionbench.registries import ENCODERS
-from fusionbench.run import run_experiment
+from fusionbench.registry import ENCODERS
 
 ONE_EPOCH = ["trainer.max_epochs=1", "logger.wandb.mode=disabled"]
 
@@ -227,7 +227,7 @@ def test_grid_cells_sharing_a_frozen_encoder_extract_its_features_once(tmp_path)
     from grids import write_grid
 
     from fusionbench.grid import load_grid
-    from fusionbench.runner import run_grid
+    from fusionbench.grid.runner import run_grid
 
     path = write_grid(
         tmp_path,

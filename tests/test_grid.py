@@ -12,8 +12,8 @@ from grids import write_grid
 
 from fusionbench.errors import ConfigError, FusionbenchError
 from fusionbench.grid import expand, load_grid
+from fusionbench.grid.runner import run_grid
 from fusionbench.results import ResultsStore
-from fusionbench.runner import run_grid
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -147,8 +147,8 @@ def test_dry_run_lists_cells(capsys):
 
 def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
     from fusionbench.config import load_config
-    from fusionbench.run import run_experiment
-    from fusionbench.runner import _base_record, plan
+    from fusionbench.experiment import run_experiment
+    from fusionbench.grid.runner import _base_record, plan
 
     common = [f"output_dir={tmp_path}", "run_name=cell"]
     first = run_experiment(

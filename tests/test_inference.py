@@ -19,6 +19,7 @@ from PIL import Image
 import fusionbench
 from fusionbench.config import load_config
 from fusionbench.errors import ConfigError, FusionbenchError
+from fusionbench.experiment import run_experiment
 from fusionbench.inference import (
     Captioner,
     CheckpointError,
@@ -28,8 +29,7 @@ from fusionbench.inference import (
     rebuild_info,
 )
 from fusionbench.model import build_model, build_tokenizer
-from fusionbench.registries import DATASETS
-from fusionbench.run import run_experiment
+from fusionbench.registry import DATASETS
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).parent / "configs"

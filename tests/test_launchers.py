@@ -14,8 +14,8 @@ import pytest
 
 from fusionbench.errors import ConfigError
 from fusionbench.grid import load_grid
+from fusionbench.grid.runner import run_grid
 from fusionbench.results import ResultsStore
-from fusionbench.runner import run_grid
 
 CONFIGS = grids.CONFIGS
 

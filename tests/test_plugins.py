@@ -15,7 +15,7 @@ import pytest
 
 from fusionbench.errors import RegistryError
 from fusionbench.plugins import PluginImportError, load_plugin
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "fusionbench-plugin-example"
@@ -113,7 +113,7 @@ def test_plugins_from_entry_points_config_and_env_run_in_one_grid(tmp_path):
 def test_registering_an_existing_name_names_both_origins(tmp_path):
     clash = tmp_path / "clash.py"
     clash.write_text(
-        "from fusionbench.fusion.late import LateFusion\nfrom fusionbench.registries import FUSIONS\n\n"
+        "from fusionbench.fusion.late import LateFusion\nfrom fusionbench.registry import FUSIONS\n\n"
         "@FUSIONS.register('attention')\nclass Clash(LateFusion):\n    pass\n"
     )
     with pytest.raises(PluginImportError) as err:
@@ -124,7 +124,7 @@ def test_registering_an_existing_name_names_both_origins(tmp_path):
 
     ok = tmp_path / "override.py"
     ok.write_text(
-        "from fusionbench.fusion.late import LateFusion\nfrom fusionbench.registries import FUSIONS\n\n"
+        "from fusionbench.fusion.late import LateFusion\nfrom fusionbench.registry import FUSIONS\n\n"
         "@FUSIONS.register('late', override=True)\nclass MyLate(LateFusion):\n    pass\n"
     )
     original = FUSIONS._entries["late"]

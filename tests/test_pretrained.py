@@ -16,7 +16,7 @@ from fusionbench.encoders import backbone
 from fusionbench.encoders.backbone import create_backbone, skip_pretrained_weights
 from fusionbench.encoders.pretrained import PackagedWeights, map_state_dict_by_order, packaged_weights
 from fusionbench.errors import ConfigError
-from fusionbench.registries import ENCODERS
+from fusionbench.registry import ENCODERS
 
 torch.set_num_threads(1)
 

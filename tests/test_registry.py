@@ -3,8 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from fusionbench.errors import ConfigError, RegistryError
-from fusionbench.registries import ALL, DECODERS, ENCODERS, FUSIONS
-from fusionbench.registry import Registry
+from fusionbench.registry import ALL, DECODERS, ENCODERS, FUSIONS, Registry
 
 
 def make_registry() -> Registry:

@@ -24,7 +24,7 @@ from fusionbench.data.shapes import (
     ShapesDataset,
 )
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 SMALL = {"num_train": 60, "num_val": 30, "num_test": 60, "num_test_novel": 60}
 

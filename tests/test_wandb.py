@@ -434,7 +434,7 @@ def test_metrics_logged_while_wandb_starts_are_kept_and_sent(tmp_path, monkeypat
 
 
 def test_a_failing_run_finishes_its_wandb_run_with_an_error_code(tmp_path, monkeypatch):
-    import fusionbench.run as run_module
+    import fusionbench.experiment as run_module
 
     seen = []
 

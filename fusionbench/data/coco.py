@@ -49,7 +49,7 @@ from fusionbench.data.base import (
     type_name,
 )
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 LAYOUT = """
 {"images": [{"id": 42, "file_name": "COCO_val2014_000000000042.jpg"}, ...],

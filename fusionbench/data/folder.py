@@ -59,7 +59,7 @@ from fusionbench.data.base import (
 )
 from fusionbench.data.images import IMAGE_EXTENSIONS
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.tsv")
 LAYOUT = """

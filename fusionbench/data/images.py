@@ -172,9 +172,6 @@ def resize_image(im: Image.Image, size: int, resize: str = "stretch") -> Image.I
     return im.resize((size, size), bilinear)
 
 
-_resize = resize_image  # the name fusionbench.inference imports
-
-
 def load_rgb(path: str | Path, size: int | None = None, resize: str = "stretch") -> np.ndarray:
     """Decode an image file to uint8 RGB ``[size, size, 3]`` (``[H, W, 3]`` when ``size`` is None).
 

@@ -49,7 +49,7 @@ from fusionbench.data.base import (
     type_name,
 )
 from fusionbench.errors import ConfigError
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 #: The expected JSON layout, shown in errors about a file of the wrong shape.
 LAYOUT = """

@@ -62,7 +62,7 @@ import numpy as np
 from fusionbench.data.base import CaptionDataset, CaptionSplit
 from fusionbench.errors import ConfigError, DataError
 from fusionbench.paths import cache_dir
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 log = logging.getLogger(__name__)
 

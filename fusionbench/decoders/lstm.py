@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from fusionbench.decoders.base import Decoder, State
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
-from fusionbench.registries import DECODERS
+from fusionbench.registry import DECODERS
 
 
 class AdditiveAttention(nn.Module):

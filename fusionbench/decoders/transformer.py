@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from fusionbench.decoders.base import Decoder, State, add_to_first_position
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
-from fusionbench.registries import DECODERS
+from fusionbench.registry import DECODERS
 
 KV = tuple[Tensor, Tensor]
 

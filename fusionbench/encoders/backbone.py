@@ -37,10 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -53,14 +50,13 @@ from torch import nn
 
 from fusionbench.encoders.pretrained import PACKAGED_WEIGHTS, PackagedWeights, packaged_weights
 from fusionbench.errors import ConfigError
+from fusionbench.hub import hub_offline, hub_unreachable
 
 log = logging.getLogger(__name__)
 
 #: Files looked for, in order, in a Hugging Face model directory or the hub cache.
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
-#: Seconds the hub gets to accept a TCP connection before a hub request is refused.
-HUB_PROBE_TIMEOUT = 1.0
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FALSE = ("", "false", "none", "no", "0")
 _TRUE = ("true", "yes", "1")
@@ -71,45 +67,6 @@ _skip_weights: ContextVar[dict[str, Any] | None] = ContextVar(
 )
 #: ``pretrained_cfg`` key naming the pip package whose weights a backbone was built with.
 PACKAGE_KEY = "fusionbench_weights"
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE``/``FUSIONBENCH_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes")
-        for v in ("HF_HUB_OFFLINE", "FUSIONBENCH_OFFLINE")
-    )
-
-
-def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
-    """Why the hub cannot be used right now (``None`` when it accepts a TCP connection).
-
-    The endpoint is ``HF_ENDPOINT`` (default ``https://huggingface.co``). Name resolution and the
-    connection run in a daemon thread, so this returns within ``timeout`` (+0.2 s) even where DNS
-    hangs; the HTTP retries of a real download are never reached on an unreachable hub.
-    """
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    url = urlparse(endpoint)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    outcome: dict[str, Any] = {}
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome["ok"] = True
-        except OSError as err:
-            outcome["error"] = err
-
-    thread = threading.Thread(target=connect, name="fusionbench-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout + 0.2)
-    if outcome.get("ok"):
-        return None
-    err = outcome.get("error")
-    if err is None or isinstance(err, TimeoutError):
-        return f"the hub ({host}:{port}) did not accept a connection within {timeout:g} s"
-    return f"the hub ({host}:{port}) cannot be reached ({err})"
 
 
 @contextlib.contextmanager
@@ -179,7 +136,7 @@ def _check_model_name(model_name: str, key: str) -> None:
         )
 
 
-def _parse_pretrained(value: Any, key: str) -> tuple[str, Any]:
+def parse_pretrained(value: Any, key: str) -> tuple[str, Any]:
     """``(kind, arg)``: kind is ``none``, ``default``, ``hub`` (arg: repo id or None) or ``path``."""
     if value is None or value is False:
         return "none", None
@@ -204,7 +161,7 @@ def _parse_pretrained(value: Any, key: str) -> tuple[str, Any]:
 def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with fusionbench's ``pretrained`` semantics and clear errors."""
     _check_model_name(model_name, key)
-    kind, arg = _parse_pretrained(pretrained, key)
+    kind, arg = parse_pretrained(pretrained, key)
     if kind == "none":
         return timm.create_model(model_name, pretrained=False, **kwargs)
     if kind == "path":

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from fusionbench.encoders.backbone import feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
-from fusionbench.registries import ENCODERS
+from fusionbench.registry import ENCODERS
 
 
 @ENCODERS.register("cnn")

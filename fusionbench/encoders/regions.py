@@ -44,7 +44,7 @@ from torch.nn.utils.rnn import pad_sequence
 from fusionbench.encoders.backbone import feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, masked_mean
 from fusionbench.errors import ConfigError
-from fusionbench.registries import ENCODERS
+from fusionbench.registry import ENCODERS
 
 KEY = "model.encoder"
 BOX_SOURCES = ("dataset", "detector", "precomputed")

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from fusionbench.encoders.backbone import create_backbone, load_state_dict_file
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.errors import ConfigError
-from fusionbench.registries import ENCODERS
+from fusionbench.registry import ENCODERS
 
 log = logging.getLogger(__name__)
 

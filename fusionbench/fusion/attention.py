@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from fusionbench.encoders.base import VisualFeatures
 from fusionbench.fusion.base import FusedContext, Fusion
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 
 @FUSIONS.register("attention")

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from fusionbench.encoders.base import VisualFeatures
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext, Fusion
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 MODES = ("concat", "add", "gated")
 

@@ -1,7 +1,7 @@
 """Where grid cells run: this machine's processes, a SLURM cluster (submitit) or a Ray cluster.
 
 ``fusionbench run grid.yaml --launcher local|slurm|ray``. Every launcher runs the same cell
-function (``fusionbench.runner.run_cell_worker``) and hands back the same results record, so
+function (``fusionbench.grid.runner.run_cell_worker``) and hands back the same results record, so
 the results store, skipping of finished cells, resuming from ``last.ckpt`` and failure isolation
 work identically whatever runs the cells: the grid process (the "driver") submits, waits, and
 appends each record to ``results.jsonl`` itself. A cell whose worker dies (killed, preempted, out
@@ -19,6 +19,7 @@ Launcher settings live in the grid file (command-line flags override them)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -94,17 +95,33 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
-def make_launcher(name: str, *, jobs: int, config: LauncherConfig, results_dir, address: str | None = None):
+def make_launcher(
+    name: str,
+    worker: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    jobs: int,
+    config: LauncherConfig,
+    results_dir,
+    address: str | None = None,
+):
+    """The launcher ``name``, running ``worker(payload) -> record`` for each submitted cell.
+
+    The grid driver passes its worker function in, so launchers never import the driver.
+    ``worker`` must be importable by name (a module-level function): it is pickled to the
+    worker processes, SLURM jobs or Ray tasks.
+    """
     if name not in LAUNCHERS:
         raise ConfigError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {name!r}.")
     if name == "local":
         from fusionbench.launchers.local import ProcessLauncher
 
-        return ProcessLauncher(jobs)
+        return ProcessLauncher(worker, jobs)
     if name == "slurm":
         from fusionbench.launchers.slurm import SlurmLauncher
 
-        return SlurmLauncher(config.slurm, results_dir, jobs=jobs)
+        return SlurmLauncher(worker, config.slurm, results_dir, jobs=jobs)
     from fusionbench.launchers.ray_cluster import RayLauncher
 
-    return RayLauncher(config.ray if address is None else replace(config.ray, address=address), jobs=jobs)
+    return RayLauncher(
+        worker, config.ray if address is None else replace(config.ray, address=address), jobs=jobs
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
@@ -15,15 +16,14 @@ from fusionbench.launchers import WorkerDied
 class ProcessLauncher:
     """A spawn-context process pool; each worker gets ``cpu_count // N`` torch threads."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, worker: Callable[[dict[str, Any]], dict[str, Any]], jobs: int) -> None:
+        self.worker = worker
         self.parallel = max(1, jobs)
         self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
         self.pool = ProcessPoolExecutor(max_workers=self.parallel, mp_context=get_context("spawn"))
 
     def submit(self, payload: dict[str, Any]) -> Future:
-        from fusionbench.runner import run_cell_worker
-
-        return self.pool.submit(run_cell_worker, {**payload, "threads": self.threads})
+        return self.pool.submit(self.worker, {**payload, "threads": self.threads})
 
     def wait(self, handles: list[Future], timeout: float) -> list[Future]:
         done, _ = wait_futures(handles, timeout=timeout, return_when=FIRST_COMPLETED)

@@ -10,6 +10,7 @@ that the next grid run resumes from its checkpoint, like with every other launch
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fusionbench.errors import ConfigError
@@ -19,7 +20,9 @@ ENV_PREFIXES = ("FUSIONBENCH_", "HF_", "WANDB_", "TRANSFORMERS_", "TORCH_HOME", 
 
 
 class RayLauncher:
-    def __init__(self, config: RayConfig, *, jobs: int = 1) -> None:
+    def __init__(
+        self, worker: Callable[[dict[str, Any]], dict[str, Any]], config: RayConfig, *, jobs: int = 1
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -38,9 +41,7 @@ class RayLauncher:
             else:
                 kwargs["num_cpus"] = max(1, jobs) * max(1.0, config.cpus_per_cell)
             ray.init(**kwargs)
-        from fusionbench.runner import run_cell_worker
-
-        self.task = ray.remote(run_cell_worker).options(
+        self.task = ray.remote(worker).options(
             num_cpus=config.cpus_per_cell, num_gpus=config.gpus_per_cell, max_retries=0
         )
         self.threads = max(1, int(config.cpus_per_cell))

@@ -10,6 +10,7 @@ is how the tests exercise this path without a cluster.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ from fusionbench.launchers import SlurmConfig, WorkerDied
 
 
 class SlurmLauncher:
-    def __init__(self, config: SlurmConfig, results_dir: Path, *, jobs: int = 1) -> None:
+    def __init__(
+        self,
+        worker: Callable[[dict[str, Any]], dict[str, Any]],
+        config: SlurmConfig,
+        results_dir: Path,
+        *,
+        jobs: int = 1,
+    ) -> None:
+        self.worker = worker
         try:
             import submitit
         except ImportError:
@@ -51,9 +60,7 @@ class SlurmLauncher:
         self.threads = max(1, int(config.cpus_per_cell))
 
     def submit(self, payload: dict[str, Any]):
-        from fusionbench.runner import run_cell_worker
-
-        return self.executor.submit(run_cell_worker, {**payload, "threads": self.threads})
+        return self.executor.submit(self.worker, {**payload, "threads": self.threads})
 
     def submit_batch(self, payloads: list[dict[str, Any]]) -> list[Any]:
         """All cells at once; as one job array when ``array: true`` on a SLURM cluster."""

@@ -48,6 +48,7 @@ from typing import Any
 
 from fusionbench.errors import MetricUnavailableError, ScoreInputError
 from fusionbench.metrics import fast
+from fusionbench.metrics.keys import METRIC_KEYS
 from fusionbench.metrics.ptb import (
     LINE_BREAKS,
     PreparedReferences,
@@ -55,8 +56,6 @@ from fusionbench.metrics.ptb import (
     prepare_references,
     tokenize_lines,
 )
-
-METRIC_KEYS: tuple[str, ...] = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 SPICE_JARS_ENV = "FUSIONBENCH_SPICE_JARS"  # folder with the CoreNLP jars, when spice_jar_dir is not given
 SPICE_CORENLP_JARS: tuple[str, ...] = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
@@ -497,7 +496,7 @@ def _as_image_id(key: Any, what: str) -> int:
     return int(key)
 
 
-def _listed(ids: list) -> str:
+def listed_ids(ids: list) -> str:
     shown = ", ".join(repr(i) for i in ids[:_MAX_LISTED])
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > _MAX_LISTED else f" ({len(ids)} in all)")
 
@@ -534,7 +533,7 @@ def _validate(
     unknown = [i for i in preds if i not in refs_by_id]
     if unknown:
         raise ScoreInputError(
-            f"predictions has image ids that are not in references: {_listed(unknown)}. "
+            f"predictions has image ids that are not in references: {listed_ids(unknown)}. "
             "Predict only images of the split the references come from (predictions must cover a subset of "
             "the reference ids)."
         )
@@ -573,7 +572,7 @@ def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:
         bad = [i for i in captions if got[i] != expected[i]]
         raise RuntimeError(
             f"PTBTokenizer returned {sum(got.values())} captions for {sum(expected.values())} sent (first "
-            f"mismatching image ids: {_listed(bad)}); a caption probably contains a character Java treats as a "
+            f"mismatching image ids: {listed_ids(bad)}); a caption probably contains a character Java treats as a "
             "line break. Please report this with the captions of those images."
         )
     return tokenized

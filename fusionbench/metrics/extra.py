@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusionbench.metrics.base import ExtraMetric
-from fusionbench.registries import METRICS
+from fusionbench.registry import METRICS
 from fusionbench.text import normalize_caption
 
 

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from fusionbench.errors import ScoreInputError
-from fusionbench.metrics.coco import _listed, score_captions
+from fusionbench.metrics.coco import listed_ids, score_captions
 
 _PRED_FORMAT = 'a JSON list of {"image_id": <int>, "caption": <str>} objects (the COCO results format)'
 _REF_FORMAT = (
@@ -183,13 +183,13 @@ def score_files(
     unknown = [i for i in predictions if i not in references]
     if unknown:
         raise ScoreInputError(
-            f"Predictions file {pp} has image ids that are not in references file {rp}: {_listed(unknown)}. "
+            f"Predictions file {pp} has image ids that are not in references file {rp}: {listed_ids(unknown)}. "
             "Score against the annotation file of the split you predicted (e.g. val vs. test), or drop those ids."
         )
     no_refs = [i for i in predictions if not references[i]]
     if no_refs:
         raise ScoreInputError(
             f"Predictions file {pp} has image ids whose images have no captions in references file {rp}: "
-            f"{_listed(no_refs)}. Add their annotations or drop those predictions."
+            f"{listed_ids(no_refs)}. Add their annotations or drop those predictions."
         )
     return score_captions(predictions, references, spice_jar_dir=spice_jar_dir, spice=spice).to_dict()

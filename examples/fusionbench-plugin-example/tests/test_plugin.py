@@ -2,7 +2,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fusionbench.model import build_model, build_tokenizer
-from fusionbench.registries import ENCODERS, FUSIONS, METRICS
+from fusionbench.registry import ENCODERS, FUSIONS, METRICS
 
 
 def test_components_are_found_through_entry_points():

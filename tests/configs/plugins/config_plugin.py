@@ -1,7 +1,7 @@
 """A research-code plugin named by a config's `plugins:` list (no package, no entry point)."""
 
 from fusionbench.fusion.late import LateFusion
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 
 @FUSIONS.register("config_gate")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusionbench.fusion.late import LateFusion
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 
 @FUSIONS.register("dies_once")

@@ -1,7 +1,7 @@
 """A plugin named by the FUSIONBENCH_PLUGINS environment variable."""
 
 from fusionbench.fusion.late import LateFusion
-from fusionbench.registries import FUSIONS
+from fusionbench.registry import FUSIONS
 
 
 @FUSIONS.register("env_gate")

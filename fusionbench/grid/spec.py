@@ -31,7 +31,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fusionbench.config import _layers, compose, parse_overrides
+from fusionbench.config import compose, file_layers, parse_overrides
 from fusionbench.errors import ConfigError, FusionbenchError
 
 # keys that name where/how results are shown or logged, not what is computed: excluded from the cell hash
@@ -68,7 +68,7 @@ class Grid:
 
 def is_grid_file(path: str | Path) -> bool:
     """True when the experiment file (or one of its bases) has a ``grid:`` section."""
-    return any("grid" in layer for _, layer in _layers(Path(path)))
+    return any("grid" in layer for _, layer in file_layers(Path(path)))
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -202,7 +202,7 @@ def _nest(flat: dict[str, Any]) -> dict:
 def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> Grid:
     """Expand and validate every cell of a grid file (nothing runs)."""
     path = Path(path)
-    layers = _layers(path)
+    layers = file_layers(path)
     spec: dict = {}
     base_layers = []
     for source, layer in layers:

@@ -66,7 +66,7 @@ class EpochProgress(pl.Callback):
 
 
 def _run_dir(cell: Cell) -> Path:
-    from fusionbench.run import run_dir_for
+    from fusionbench.experiment import run_dir_for
 
     return run_dir_for(cell.config)
 
@@ -124,7 +124,7 @@ def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
 
 def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> dict[str, Any]:
     """Run one cell and return its results record (never raises for a failing cell)."""
-    from fusionbench.run import run_experiment
+    from fusionbench.experiment import run_experiment
 
     record = _base_record(cell)
     start = time.perf_counter()
@@ -314,6 +314,7 @@ def _run_launched(
 
     runner = make_launcher(
         launcher,
+        run_cell_worker,
         jobs=jobs,
         config=grid.launcher or LauncherConfig(),
         results_dir=grid.results_dir,

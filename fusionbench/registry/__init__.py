@@ -1,4 +1,4 @@
-"""The registry instances, one per kind of component.
+"""The registries: the ``Registry`` class (``core``) and one instance per kind of component.
 
 Built-in components live in their concept folder and register themselves there; each registry
 imports its built-in modules on first lookup (no import-order dependence), lists plugin
@@ -13,7 +13,7 @@ from fusionbench.decoders.base import Decoder
 from fusionbench.encoders.base import Encoder
 from fusionbench.fusion.base import Fusion
 from fusionbench.metrics.base import ExtraMetric
-from fusionbench.registry import Registry
+from fusionbench.registry.core import Entry, Registry
 
 ENCODERS: Registry = Registry(
     "encoder",
@@ -63,3 +63,5 @@ ALL = {
     "datasets": DATASETS,
     "metrics": METRICS,
 }
+
+__all__ = ["ALL", "DATASETS", "DECODERS", "ENCODERS", "FUSIONS", "METRICS", "Entry", "Registry"]

@@ -34,7 +34,7 @@ from fusionbench.io import atomic_write_json, atomic_write_text
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
 from fusionbench.plugins import load_plugins
-from fusionbench.registries import DATASETS
+from fusionbench.registry import DATASETS
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -70,7 +70,7 @@ def compute_extra_metrics(
     cfg: DictConfig, predictions: dict[int, str], references: dict[int, list[str]]
 ) -> dict[str, float]:
     """The config's extra metrics (``metrics:`` list) on one split's predictions."""
-    from fusionbench.registries import METRICS
+    from fusionbench.registry import METRICS
 
     out: dict[str, float] = {}
     for i, node in enumerate(cfg.metrics):

@@ -91,7 +91,7 @@ def tokenizer_from_dict(data: dict):
     if kind == "word":
         return WordVocab.from_dict(data)
     if kind == "wordpiece":
-        from fusionbench.decoders.bert import WordPieceTokenizer
+        from fusionbench.text.wordpiece import WordPieceTokenizer
 
         return WordPieceTokenizer.from_dict(data)
     raise ValueError(f"unknown tokenizer type {kind!r} (expected 'word' or 'wordpiece')")
