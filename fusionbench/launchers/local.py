@@ -10,7 +10,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any
 
-from fusionbench.launchers import WorkerDied
+from fusionbench.launchers.base import WorkerDied
 
 
 class ProcessLauncher:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fusionbench.errors import ConfigError
-from fusionbench.launchers import RayConfig, WorkerDied
+from fusionbench.launchers.base import RayConfig, WorkerDied
 
 ENV_PREFIXES = ("FUSIONBENCH_", "HF_", "WANDB_", "TRANSFORMERS_", "TORCH_HOME", "PYTHONPATH")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionbench.errors import ConfigError
-from fusionbench.launchers import SlurmConfig, WorkerDied
+from fusionbench.launchers.base import SlurmConfig, WorkerDied
 
 
 class SlurmLauncher:

@@ -83,15 +83,3 @@ class WordVocab:
     @classmethod
     def load(cls, path: str | Path) -> WordVocab:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def tokenizer_from_dict(data: dict):
-    """Rebuild a saved tokenizer (``vocab.json`` or a checkpoint's copy) from its ``type``."""
-    kind = data.get("type")
-    if kind == "word":
-        return WordVocab.from_dict(data)
-    if kind == "wordpiece":
-        from fusionbench.text.wordpiece import WordPieceTokenizer
-
-        return WordPieceTokenizer.from_dict(data)
-    raise ValueError(f"unknown tokenizer type {kind!r} (expected 'word' or 'wordpiece')")
