@@ -35,6 +35,7 @@ from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
+from fusionbench.resume import RandomStates
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -309,7 +310,13 @@ def _run_experiment(
             stale.unlink(missing_ok=True)
     meter = ThroughputMeter()
     show = bool(tc.enable_progress_bar) if progress is None else progress
-    all_callbacks: list[pl.Callback] = [checkpoint, meter, *tracker.callbacks, *(callbacks or [])]
+    all_callbacks: list[pl.Callback] = [
+        checkpoint,
+        meter,
+        RandomStates(),
+        *tracker.callbacks,
+        *(callbacks or []),
+    ]
     if show:
         all_callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     trainer = pl.Trainer(

@@ -172,6 +172,10 @@ class CaptionDataModule(pl.LightningDataModule):
         self.collate = Collate(tokenizer.pad_id)
         self.eval_split_names = dataset.eval_splits()
         self.features = None  # a FeatureStore: batches then carry stored features, not pixels
+        # One generator for the whole fit: it draws each epoch's shuffle (and the loader's worker
+        # seeds), and its state travels in checkpoints, so a resumed run shuffles as an
+        # uninterrupted one would (``state_dict``).
+        self.train_generator = torch.Generator().manual_seed(seed)
 
     def use_features(self, store) -> None:
         """Read every split's backbone features from ``store`` instead of decoding images."""
@@ -180,16 +184,25 @@ class CaptionDataModule(pl.LightningDataModule):
     def split(self, name: str) -> CaptionSplit:
         return self.dataset.split(name)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint by Lightning: where the training shuffle has got to."""
+        return {"train_generator": self.train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_generator" in state_dict:
+            self.train_generator.set_state(state_dict["train_generator"])
+
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # Workers are not persistent: each epoch's loader iterator draws its worker seeds from the
+        # generator (the training one, or the global RNG for evaluation) at the same point in a
+        # resumed run as in an uninterrupted one; persistent workers would draw them once per fit.
         return DataLoader(
             ds,
             batch_size=batch_size,
             shuffle=shuffle,
-            generator=gen,
+            generator=self.train_generator if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=self.collate,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
