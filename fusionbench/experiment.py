@@ -31,6 +31,7 @@ from fusionbench.data.module import CaptionDataModule, CaptionImages, batch_inpu
 from fusionbench.data.stats import data_report
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_json, atomic_write_text
+from fusionbench.metrics.collapse import caption_collapse
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
 from fusionbench.plugins import load_plugins
@@ -366,6 +367,10 @@ def _run_experiment(
         if extra:
             metrics[split].update(extra)
             metrics[split]["extra_keys"] = sorted(extra)
+    # one caption for (nearly) every image: flagged, with the reason, for leaderboards and W&B
+    metrics["collapse"] = {s: caption_collapse(r["predictions"]) for s, r in module.test_results.items()}
+    degenerate = [f"{s}: {c['reason']}" for s, c in metrics["collapse"].items() if c["degenerate"]]
+    metrics["degenerate"] = "; ".join(degenerate) or None
     device = trainer.strategy.root_device
     metrics["params"] = model.parameter_counts()
     metrics["data"] = data_report(dataset, ["train", "val", *eval_splits])  # images used and skipped

@@ -32,3 +32,30 @@ def test_normalisation_counts_case_and_punctuation_variants_as_one_caption():
     preds = {0: "A red circle.", 1: "a red circle", 2: "A RED CIRCLE!"}
     out = caption_collapse(preds)
     assert out["unique_share"] == 1 / 3 and not out["degenerate"]  # too few images to judge
+
+
+def test_a_run_that_ignores_its_images_is_flagged_in_metrics_json(tmp_path):
+    import json
+    from pathlib import Path
+
+    from fusionbench.config import load_config
+    from fusionbench.experiment import run_experiment
+
+    configs = Path(__file__).parent / "configs"
+    cfg = load_config(
+        configs / "tiny.yaml",
+        [
+            f"output_dir={tmp_path}",
+            f"plugins=[{configs / 'plugins' / 'blind.py'}]",
+            "model.fusion.name=blind",
+            "data.num_test=12",
+            "data.num_test_novel=12",
+            "trainer.max_epochs=1",
+            "logger.wandb.mode=disabled",
+        ],
+    )
+    metrics = run_experiment(cfg, progress=False)
+    saved = json.loads((Path(metrics["run_dir"]) / "metrics.json").read_text())
+    for split in ("test", "test_novel"):
+        assert saved["collapse"][split]["degenerate"] and saved["collapse"][split]["modal_share"] == 1.0
+    assert saved["degenerate"].startswith("test: 12 of 12 images get the same caption")
