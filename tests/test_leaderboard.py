@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fusionbench.cli import main
 from fusionbench.errors import DataError, FusionbenchError
 from fusionbench.leaderboard import (
     SCALE_SENTENCE,
@@ -21,7 +22,6 @@ from fusionbench.leaderboard import (
     bootstrap_ci,
     build_leaderboard,
     latest_records,
-    main,
     paired_bootstrap_p,
     seed_stats,
 )
@@ -413,8 +413,8 @@ def test_errors_on_missing_or_empty_folder(tmp_path):
     assert not (tmp_path / "lb").exists()
 
 
-def test_main_entry_point(grid, tmp_path, capsys):
-    assert main([str(grid), "--out-dir", str(tmp_path / "cli"), "--n-boot", "20", "--name", "g"]) == 0
+def test_cli_command(grid, tmp_path, capsys):
+    assert main(["leaderboard", str(grid), "--out", str(tmp_path / "cli"), "--name", "g"]) == 0
     assert (tmp_path / "cli" / "g.csv").is_file()
-    assert main([str(tmp_path / "missing"), "--out-dir", str(tmp_path / "cli")]) == 2
+    assert main(["leaderboard", str(tmp_path / "missing"), "--out", str(tmp_path / "cli")]) == 2
     assert "run the grid first" in capsys.readouterr().err
