@@ -26,6 +26,7 @@ from fusionbench.leaderboard.stats import (
     paired_bootstrap_p,
     seed_stats,
 )
+from fusionbench.leaderboard.terminal import print_leaderboard, terminal_tables
 
 __all__ = [
     "ALPHA",
@@ -41,6 +42,8 @@ __all__ = [
     "compare_configurations",
     "latest_records",
     "paired_bootstrap_p",
+    "print_leaderboard",
     "read_results",
     "seed_stats",
+    "terminal_tables",
 ]
