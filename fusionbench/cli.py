@@ -84,9 +84,10 @@ def _run_grid(args: argparse.Namespace) -> int:
         )
         return 130
     if args.leaderboard_dir and (summary.completed or summary.skipped):
-        from fusionbench.leaderboard import build_leaderboard
+        from fusionbench.leaderboard import build_leaderboard, print_leaderboard
 
         board = build_leaderboard(grid.results_dir, out_dir=args.leaderboard_dir, command=_command_line())
+        print_leaderboard(board, out)
         out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
     return 1 if summary.failed else 0
 
@@ -96,9 +97,17 @@ def _command_line() -> str:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fusionbench.leaderboard import build_leaderboard
+    from fusionbench.leaderboard import build_leaderboard, print_leaderboard
 
-    board = build_leaderboard(args.results, out_dir=args.out, name=args.name, command=_command_line())
+    board = build_leaderboard(
+        args.results,
+        out_dir=args.out,
+        name=args.name,
+        n_boot=args.n_boot,
+        seed=args.boot_seed,
+        command=_command_line(),
+    )
+    print_leaderboard(board, out)
     out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
     return 0
 
@@ -376,9 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "leaderboard", help="aggregate a grid's results into leaderboards/<benchmark>.md/.html/.csv"
     )
-    p.add_argument("results", help="a grid results folder, e.g. runs/shapes-grid")
+    p.add_argument("results", help="a grid results folder holding results.jsonl, e.g. runs/shapes-grid")
     p.add_argument("--out", default="leaderboards", help="output folder (default leaderboards/)")
     p.add_argument("--name", help="file name stem (default: the dataset name)")
+    p.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples of the test images (default 1000)"
+    )
+    p.add_argument(
+        "--boot-seed", type=int, default=0, help="seed of the bootstrap's numpy generator (default 0)"
+    )
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser(

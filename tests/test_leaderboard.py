@@ -1,4 +1,4 @@
-"""Leaderboard: seed aggregation, bootstrap CIs, paired significance, written files, errors.
+"""Leaderboard: seed aggregation, bootstrap CIs, paired significance, written files, errors, CLI.
 
 The synthetic grid has 3 configurations x 2 seeds on 5 test images (3 test_novel images); every
 cell's metrics.json CIDEr is the mean of its hand-written per-image CIDEr values, as coco-caption's
@@ -10,10 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from fusionbench.cli import main
 from fusionbench.errors import DataError, FusionbenchError
 from fusionbench.leaderboard import (
     SCALE_SENTENCE,
@@ -21,10 +25,11 @@ from fusionbench.leaderboard import (
     bootstrap_ci,
     build_leaderboard,
     latest_records,
-    main,
     paired_bootstrap_p,
+    print_leaderboard,
     seed_stats,
 )
+from fusionbench.leaderboard.formatting import fmt_params, fmt_score
 
 IMAGES = ["11", "12", "13", "14", "15"]
 NOVEL = ["21", "22", "23"]
@@ -413,8 +418,92 @@ def test_errors_on_missing_or_empty_folder(tmp_path):
     assert not (tmp_path / "lb").exists()
 
 
-def test_main_entry_point(grid, tmp_path, capsys):
-    assert main([str(grid), "--out-dir", str(tmp_path / "cli"), "--n-boot", "20", "--name", "g"]) == 0
+def test_cli_command(grid, tmp_path, capsys):
+    args = ["leaderboard", str(grid), "--out", str(tmp_path / "cli"), "--name", "g"]
+    assert main([*args, "--n-boot", "20", "--boot-seed", "3"]) == 0
     assert (tmp_path / "cli" / "g.csv").is_file()
-    assert main([str(tmp_path / "missing"), "--out-dir", str(tmp_path / "cli")]) == 2
+    assert "20 resamples of the test images, numpy default_rng(3)" in (tmp_path / "cli" / "g.md").read_text()
+    printed = capsys.readouterr().out
+    assert "Test split (x100)" in printed and "105.0 ± 7.1" in printed and "leaderboard: " in printed
+    assert main(["leaderboard", str(tmp_path / "missing"), "--out", str(tmp_path / "cli")]) == 2
     assert "run the grid first" in capsys.readouterr().err
+
+
+def test_module_entry_point_is_the_cli(grid, tmp_path):
+    """``python -m fusionbench.leaderboard ARGS`` is ``fusionbench leaderboard ARGS``, recorded as such."""
+    out = tmp_path / "m"
+    args = [str(grid), "--out", str(out), "--n-boot", "20"]
+    result = subprocess.run(
+        [sys.executable, "-m", "fusionbench.leaderboard", *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    md = (out / "shapes.md").read_text()
+    assert f"- Command: `fusionbench leaderboard {' '.join(args)}`" in md
+    assert "Test split (x100)" in result.stdout
+
+
+def test_leaderboard_imports_no_torch(grid, tmp_path):
+    """Building and printing a leaderboard reads JSON and does numpy: no torch, torchmetrics, Lightning."""
+    code = (
+        "import sys\n"
+        "from rich.console import Console\n"
+        "from fusionbench.leaderboard import build_leaderboard, print_leaderboard\n"
+        f"board = build_leaderboard({str(grid)!r}, out_dir={str(tmp_path / 'lb')!r}, n_boot=20)\n"
+        "print_leaderboard(board, Console(width=80))\n"
+        "heavy = ('torch', 'torchmetrics', 'lightning', 'pytorch_lightning')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert (tmp_path / "lb" / "shapes.md").is_file()
+
+
+def _printed(board, width: int = 80) -> str:
+    console = Console(width=width, record=True)
+    print_leaderboard(board, console)
+    return console.export_text()
+
+
+def _assert_fits(text: str, width: int = 80) -> None:
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "…" not in text  # rich's ellipsis: a cell cut short
+
+
+def test_terminal_tables_fit_80_columns(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=200)
+    text = _printed(board)
+    _assert_fits(text)
+    for row in board.rows:  # every number the ranking rests on is printed whole
+        assert fmt_score(row["test_CIDEr_mean"], row["test_CIDEr_std"]) in text
+        assert f"[{100 * row['test_CIDEr_ci_lo']:.1f}, {100 * row['test_CIDEr_ci_hi']:.1f}]" in text
+        assert fmt_score(row["test_Bleu_4_mean"], row["test_Bleu_4_std"]) in text
+        assert fmt_score(row["test_novel_CIDEr_mean"], row["test_novel_CIDEr_std"]) in text
+        assert fmt_params(row["params_total"]) in text
+    assert "2†" in text and "0.000" in text  # late tied with #1; early's p
+    assert "test_novel split" in text and "Cost" in text
+    assert "† not significantly" not in text and "†: not significantly worse than #1" in text
+
+
+def test_terminal_tables_fit_80_columns_with_long_names(tmp_path):
+    """Long component names and extra assignment columns split tables instead of cutting cells."""
+    root = tmp_path / "g"
+    extras = {"model.fusion.num_heads": 16, "optim.learning_rate": 0.00025, "model.decoder.num_layers": 6}
+    records = [
+        _write_cell(root, fusion, s, extras=extras) for fusion in ("attention", "late") for s in (0, 1)
+    ]
+    for r in records:
+        r["assignment"]["model.encoder.name"] = "regions"
+        r["assignment"]["model.decoder.name"] = "transformer"
+    board = _build(_write_results(root, records), tmp_path, n_boot=100)
+    text = _printed(board)
+    _assert_fits(text)
+    for value in ("regions", "transformer", "attention", "num_heads", "learning_rate", "0.00025"):
+        assert value in text
+    assert "Test split (x100) (1/2)" in text
+    for row in board.rows:
+        assert fmt_score(row["test_CIDEr_mean"], row["test_CIDEr_std"]) in text
+        assert row["p_vs_top"] is None or f"{row['p_vs_top']:.3f}" in text
+    # A wide terminal gets the ranking in one table.
+    _assert_fits(_printed(board, width=160), width=160)
+    assert "(1/2)" not in _printed(board, width=160)

@@ -1,6 +1,13 @@
-"""Caption metrics equal to coco-caption's (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L, CIDEr (+ SPICE if its jars exist)."""
+"""Caption metrics equal to coco-caption's (pycocoevalcap): BLEU-1..4, METEOR, ROUGE-L, CIDEr (+ SPICE if its jars exist).
 
-from fusionbench.metrics.caption_metric import CaptionMetric
+``CaptionMetric`` (the torchmetrics ``Metric``) is imported on first use, so scoring files and
+reading ``METRIC_KEYS`` (e.g. the leaderboard) need no torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from fusionbench.metrics.coco import (
     METRIC_KEYS,
     ScoreResult,
@@ -13,6 +20,9 @@ from fusionbench.metrics.coco import (
 )
 from fusionbench.metrics.files import load_predictions, load_references, score_files
 from fusionbench.metrics.ptb import PreparedReferences, clear_reference_cache, prepare_references
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fusionbench.metrics.caption_metric import CaptionMetric
 
 __all__ = [
     "METRIC_KEYS",
@@ -31,3 +41,11 @@ __all__ = [
     "score_files",
     "start_meteor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CaptionMetric":
+        from fusionbench.metrics.caption_metric import CaptionMetric
+
+        return CaptionMetric
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,49 @@
+"""Leaderboards from a grid results folder: aggregate seeds, bootstrap intervals, significance.
+
+``build_leaderboard("runs/<grid>")`` reads the grid's ``results.jsonl`` (the last line per cell
+wins), groups completed runs into *configurations* (the cell's assignment without ``seed``) and
+writes ``<name>.md``, ``<name>.csv`` and a self-contained ``<name>.html`` (sortable table and inline
+SVG plots, plus ``<name>_heatmap.svg`` / ``<name>_cost.svg`` beside it) into ``out_dir``. The
+command line is ``fusionbench leaderboard runs/<grid>`` (``python -m fusionbench.leaderboard`` is
+the same command); it also prints the ranking as tables that fit an 80-column terminal.
+
+One concern per module, arrows pointing down: ``load`` (results.jsonl, run folders, per-image
+scores) and ``stats`` (seed statistics, bootstrap intervals, the comparison with the top; see its
+docstring for what the numbers mean) feed ``table`` (ranked raw-scale rows, the fusion summary),
+which ``render`` (Markdown, CSV, HTML), ``plots`` (SVG) and ``terminal`` (rich tables) present;
+``build`` runs them in order. Nothing here imports torch.
+"""
+
+from fusionbench.leaderboard.build import Leaderboard, build_leaderboard
+from fusionbench.leaderboard.load import Configuration, RunResult, latest_records, read_results
+from fusionbench.leaderboard.render import NOT_SIGNIFICANT, SCALE_SENTENCE
+from fusionbench.leaderboard.stats import (
+    ALPHA,
+    Comparison,
+    average_per_image,
+    bootstrap_ci,
+    compare_configurations,
+    paired_bootstrap_p,
+    seed_stats,
+)
+from fusionbench.leaderboard.terminal import print_leaderboard, terminal_tables
+
+__all__ = [
+    "ALPHA",
+    "NOT_SIGNIFICANT",
+    "SCALE_SENTENCE",
+    "Comparison",
+    "Configuration",
+    "Leaderboard",
+    "RunResult",
+    "average_per_image",
+    "bootstrap_ci",
+    "build_leaderboard",
+    "compare_configurations",
+    "latest_records",
+    "paired_bootstrap_p",
+    "print_leaderboard",
+    "read_results",
+    "seed_stats",
+    "terminal_tables",
+]

@@ -1,0 +1,122 @@
+"""``build_leaderboard``: read a results folder, aggregate, write the files; what it computed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fusionbench.errors import DataError
+from fusionbench.io import atomic_write_text
+from fusionbench.leaderboard.load import (
+    GRID_HINT,
+    evaluation_splits,
+    group_configurations,
+    load_runs,
+    not_completed,
+    read_results,
+)
+from fusionbench.leaderboard.plots import cost_svg, heatmap_svg
+from fusionbench.leaderboard.render import render_csv, render_html, render_markdown
+from fusionbench.leaderboard.table import aggregate, csv_columns, fusion_summary, header_items
+
+
+@dataclass
+class Leaderboard:
+    """What ``build_leaderboard`` computed and wrote.
+
+    ``rows`` are the CSV rows (raw scale), in rank order; ``columns`` their keys in CSV order.
+    """
+
+    name: str
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    splits: list[str]
+    fusion_summary: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    notes: list[str]
+    markdown_path: Path
+    csv_path: Path
+    html_path: Path
+    plot_paths: list[Path]
+    n_boot: int = 1000
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.markdown_path, self.csv_path, self.html_path, *self.plot_paths]
+
+
+def build_leaderboard(
+    results_dir: str | Path,
+    *,
+    out_dir: str | Path = "leaderboards",
+    name: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    command: str | None = None,
+) -> Leaderboard:
+    """Aggregate a grid's results folder and write ``<name>.md/.csv/.html`` (+ SVG plots) into ``out_dir``."""
+    results_dir = Path(results_dir)
+    latest, notes = read_results(results_dir)
+    runs, load_notes = load_runs(latest, results_dir)
+    notes += load_notes
+    if not runs:
+        statuses = ", ".join(sorted({str(r.get("status")) for r in latest.values()})) or "none"
+        raise DataError(
+            f"'{results_dir / 'results.jsonl'}' has no completed cell ({len(latest)} cell(s), statuses: {statuses}); "
+            f"{GRID_HINT}, and check the failed cells' errors there."
+        )
+    configs = group_configurations(runs)
+    splits = evaluation_splits(runs)
+    rows, agg_notes = aggregate(configs, splits, n_boot=n_boot, seed=seed)
+    notes += agg_notes
+    datasets = sorted({c.dataset for c in configs})
+    if len(datasets) > 1:
+        notes.append(f"The grid mixes datasets ({', '.join(datasets)}); ranks compare across them.")
+    name = name or "_".join(datasets)
+    failed = not_completed(latest)
+    summary = fusion_summary(rows, splits)
+    items = header_items(
+        results_dir=results_dir,
+        command=command,
+        runs=runs,
+        configs=configs,
+        latest=latest,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    columns = csv_columns(rows)
+
+    out = Path(out_dir)
+    md_path, csv_path, html_path = out / f"{name}.md", out / f"{name}.csv", out / f"{name}.html"
+    heat_path, cost_path = out / f"{name}_heatmap.svg", out / f"{name}_cost.svg"
+    heatmap, cost = heatmap_svg(rows), cost_svg(rows)
+    common = dict(
+        title=name,
+        items=items,
+        failed=failed,
+        rows=rows,
+        splits=splits,
+        summary=summary,
+        notes=notes,
+        n_boot=n_boot,
+    )
+    atomic_write_text(md_path, render_markdown(**common))
+    atomic_write_text(csv_path, render_csv(rows, columns))
+    atomic_write_text(heat_path, heatmap + "\n")
+    atomic_write_text(cost_path, cost + "\n")
+    atomic_write_text(html_path, render_html(**common, heatmap=heatmap, cost=cost))
+    return Leaderboard(
+        name=name,
+        rows=rows,
+        columns=columns,
+        splits=splits,
+        fusion_summary=summary,
+        failed=failed,
+        notes=notes,
+        markdown_path=md_path,
+        csv_path=csv_path,
+        html_path=html_path,
+        plot_paths=[heat_path, cost_path],
+        n_boot=n_boot,
+    )

@@ -1,0 +1,173 @@
+"""The leaderboard in a terminal: rich tables that fit the console's width (80 columns included).
+
+The Markdown table has ~20 columns, which no terminal shows whole; here the same numbers are
+split into tables keyed by rank: the ranking (identity, test CIDEr-D, interval, p vs #1), the other
+test metrics, cost, then one table per extra split. A table too wide for the console is split
+again by columns (the rank repeated, the identity in the first part), so no cell is cut to "…";
+a legend below says what the marks and columns mean. Widths are measured by rich, not guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from fusionbench.leaderboard.build import Leaderboard
+from fusionbench.leaderboard.formatting import MISSING, fmt_num, fmt_params, fmt_score, fmt_value
+from fusionbench.leaderboard.render import NOT_SIGNIFICANT
+from fusionbench.leaderboard.stats import ALPHA
+from fusionbench.leaderboard.table import identity_columns
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    cells: list[str]
+    text: bool = False  # identity text: left-aligned, may fold; numbers are right-aligned, never wrap
+
+
+def _ci(row: Mapping[str, Any], split: str) -> str:
+    lo, hi = row[f"{split}_CIDEr_ci_lo"], row[f"{split}_CIDEr_ci_hi"]
+    return MISSING if lo is None or hi is None else f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _score(row: Mapping[str, Any], split: str, metric: str) -> str:
+    return fmt_score(row[f"{split}_{metric}_mean"], row[f"{split}_{metric}_std"])
+
+
+def _sections(
+    rows: Sequence[Mapping[str, Any]], splits: Sequence[str]
+) -> list[tuple[str, list[_Column], list[_Column]]]:
+    """(title, identity columns, score columns) per table before width-splitting.
+
+    Every table starts with the rank; the identity columns go in the first table of a section only.
+    """
+    identity = [
+        _Column(k, [MISSING if r[k] is None else fmt_value(r[k]) for r in rows], text=True)
+        for k in identity_columns(rows[0])
+    ]
+
+    def p_text(p: float | None) -> str:
+        return MISSING if p is None else f"{p:.3f}"
+
+    sections = [
+        (
+            "Test split (x100)",
+            identity,
+            [
+                _Column("CIDEr-D", [_score(r, "test", "CIDEr") for r in rows]),
+                _Column("95% CI", [_ci(r, "test") for r in rows]),
+                _Column("p vs #1", [p_text(r["p_vs_top"]) for r in rows]),
+            ],
+        ),
+        (
+            "Test split: other metrics (x100)",
+            [],
+            [
+                _Column("BLEU-4", [_score(r, "test", "Bleu_4") for r in rows]),
+                _Column("METEOR", [_score(r, "test", "METEOR") for r in rows]),
+                _Column("ROUGE-L", [_score(r, "test", "ROUGE_L") for r in rows]),
+                _Column("seeds", [str(r["n_seeds"]) for r in rows]),
+            ],
+        ),
+        (
+            "Cost",
+            [],
+            [
+                _Column("params", [fmt_params(r["params_total"]) for r in rows]),
+                _Column("GFLOPs/img", [fmt_num(r.get("gflops_per_image"), 3) for r in rows]),
+                _Column("train img/s", [fmt_num(r["train_images_per_s"], 0) for r in rows]),
+                _Column("ms/image", [fmt_num(r["test_ms_per_image"], 2) for r in rows]),
+                _Column("peak MB", [fmt_num(r.get("peak_memory_mb"), 0) for r in rows]),
+            ],
+        ),
+    ]
+    for split in splits:
+        if split == "test":
+            continue
+        sections.append(
+            (
+                f"{split} split (x100)",
+                [],
+                [
+                    _Column("CIDEr-D", [_score(r, split, "CIDEr") for r in rows]),
+                    _Column("95% CI", [_ci(r, split) for r in rows]),
+                    _Column("BLEU-4", [_score(r, split, "Bleu_4") for r in rows]),
+                ],
+            )
+        )
+    return sections
+
+
+def _table(title: str, columns: Sequence[_Column]) -> Table:
+    # min_width: a table narrower than its title would wrap the title; widen the table instead.
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        min_width=cell_len(title),
+        collapse_padding=True,
+    )
+    for column in columns:
+        table.add_column(
+            column.header,
+            justify="left" if column.text else "right",
+            no_wrap=not column.text,
+            overflow="fold",
+        )
+    for i in range(len(columns[0].cells)):
+        table.add_row(*(c.cells[i] for c in columns))
+    return table
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    return Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+
+
+def terminal_tables(
+    rows: Sequence[Mapping[str, Any]], splits: Sequence[str], *, n_boot: int, console: Console
+) -> list[RenderableType]:
+    """The leaderboard as tables no wider than ``console.width``, then their legend."""
+    if not rows:
+        return []
+    rank = _Column(
+        "#", [f"{r['rank']}{NOT_SIGNIFICANT if r.get('not_significant_vs_top') else ''}" for r in rows]
+    )
+    out: list[RenderableType] = []
+    for title, identity, columns in _sections(rows, splits):
+        groups: list[list[_Column]] = [[rank, *identity]]
+        for column in columns:
+            trial = _table(title, [*groups[-1], column])
+            if len(groups[-1]) > 1 and _natural_width(console, trial) > console.width:
+                groups.append([rank])
+            groups[-1].append(column)
+        for n, group in enumerate(groups):
+            suffix = f" ({n + 1}/{len(groups)})" if len(groups) > 1 else ""
+            out.append(_table(title + suffix, group))
+    out.append(
+        Text(
+            f"#: rank by test CIDEr-D; {NOT_SIGNIFICANT}: not significantly worse than #1 (paired bootstrap "
+            f"over test images, {n_boot} resamples, p vs #1 ≥ {ALPHA}). Scores: mean ± std over seeds; "
+            "95% CI: bootstrap over test images of the seed-averaged CIDEr-D. GFLOPs/img: one "
+            "teacher-forced forward pass; train img/s: training throughput; ms/image: test decoding with "
+            "the configured beam; peak MB: peak memory. The .md/.html/.csv files have every column.",
+            style="dim",
+        )
+    )
+    return out
+
+
+def print_leaderboard(board: Leaderboard, console: Console) -> None:
+    """Print a leaderboard's terminal tables and their legend."""
+    for renderable in terminal_tables(board.rows, board.splits, n_boot=board.n_boot, console=console):
+        console.print(renderable)
