@@ -428,9 +428,9 @@ def evaluate_checkpoint(
     and the scores equal a single process's. Returns ``{split: {metric: value}}`` on rank 0 (raw
     scale), ``{}`` on other ranks.
     """
+    from fusionbench.checkpoint import read_checkpoint, rebuild_model
     from fusionbench.config import parse_overrides
     from fusionbench.errors import ConfigError
-    from fusionbench.inference import read_checkpoint, rebuild_model
 
     path = Path(checkpoint).expanduser()
     model, saved_cfg = rebuild_model(read_checkpoint(path), path)

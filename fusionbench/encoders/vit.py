@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusionbench.encoders.backbone import create_backbone, load_state_dict_file
+from fusionbench.encoders.backbone import backbone_rebuild_state, create_backbone, load_state_dict_file
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.errors import ConfigError
 from fusionbench.registry import ENCODERS
@@ -73,11 +73,16 @@ class ViTEncoder(Encoder):
         num_heads: int | None = None
         drop_path_rate: float = 0.0
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, saved_backbone: dict[str, Any] | None = None) -> None:
+        """``saved_backbone``: the backbone's ``backbone_rebuild_state`` from a checkpoint; it is
+        then built without weights (see ``from_rebuild_state``)."""
         super().__init__()
         self.config = config
         kwargs = self._model_kwargs(config)
-        self.backbone = self._create(config, kwargs)
+        if saved_backbone is not None:
+            self.backbone = create_backbone(config.model_name, False, KEY, saved=saved_backbone, **kwargs)
+        else:
+            self.backbone = self._create(config, kwargs)
         if not hasattr(self.backbone, "patch_embed") or not hasattr(self.backbone, "forward_features"):
             raise ConfigError(
                 f"{KEY}.model_name: '{config.model_name}' is not a Vision Transformer (ViT/DeiT). "
@@ -88,6 +93,14 @@ class ViTEncoder(Encoder):
         self.grid = tuple(self.backbone.patch_embed.grid_size)
         self.out_dim = int(self.backbone.embed_dim)
         self.adopt_backbone(self.backbone, freeze=config.freeze)  # frozen: no dropout / drop-path
+
+    def rebuild_state(self) -> dict[str, Any]:
+        return {**super().rebuild_state(), "backbone": backbone_rebuild_state(self.backbone)}
+
+    @classmethod
+    def from_rebuild_state(cls, config: Config, state: dict[str, Any], **build_kwargs: Any) -> ViTEncoder:
+        saved = state.get("backbone") or {}
+        return super().from_rebuild_state(config, state, saved_backbone=saved, **build_kwargs)
 
     # -- construction -----------------------------------------------------------------------------
     @staticmethod
