@@ -319,7 +319,10 @@ def test_one_seed_header_no_marks_image_only_intervals(tmp_path):
     # A lead of 29 points over late is still "no clear winner": one seed cannot separate it from noise.
     test = _sentences(board, "fusion")["test"]
     assert test.startswith("test: no clear winner: `attention` leads `late` by 28.5")
-    assert "cannot be separated from training noise" in test
+    assert (
+        "but with one seed per configuration the fusion strategies cannot be separated from training noise"
+        in test
+    )
     assert "cannot be separated from training noise" in board.html_path.read_text()
     assert "One seed per configuration" in _printed(board)
 

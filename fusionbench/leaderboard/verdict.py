@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fusionbench.leaderboard.stats import ALPHA, LevelComparison, LevelContrast, Resamples, compare_levels
+from fusionbench.leaderboard.stats import (
+    ALPHA,
+    TIE_TOLERANCE,
+    LevelComparison,
+    LevelContrast,
+    Resamples,
+    compare_levels,
+)
 from fusionbench.leaderboard.table import identity_columns
 
 AXES = ("fusion", "encoder", "decoder")
@@ -54,6 +61,7 @@ class AxisVerdict:
     balanced: bool
     dropped: list[str] = field(default_factory=list)
     result: LevelComparison | None = None
+    one_seed: bool = False
 
     @property
     def n_combinations(self) -> int:
@@ -118,6 +126,7 @@ def axis_verdict(
         balanced=balanced,
         dropped=dropped,
         result=result,
+        one_seed=all(resamples.n_seeds[i] <= 1 for idx in groups.values() for i in idx),
     )
 
 
@@ -161,14 +170,16 @@ def verdict_sentence(v: AxisVerdict) -> str:
     means = ", ".join(f"`{k}` {_x100(r.means[k])}" for k in sorted(r.means, key=lambda k: (-r.means[k], k)))
     means = f" Mean CIDEr-D {over}: {means}."
     runner, rest = r.contrasts[0], r.contrasts[1:]
-    lead = (
-        f"`{r.best}` leads `{runner.level}` by {_x100(runner.diff)}, "
-        f"95% interval [{_x100(runner.ci[0])}, {_x100(runner.ci[1])}]"
-    )
+    interval = f"95% interval [{_x100(runner.ci[0])}, {_x100(runner.ci[1])}]"
+    if runner.diff > TIE_TOLERANCE:
+        lead = f"`{r.best}` leads `{runner.level}` by {_x100(runner.diff)}, {interval}"
+    else:
+        lead = f"`{r.best}` and `{runner.level}` are level (difference {_x100(runner.diff)}, {interval})"
     if not r.seeds_resampled:
+        which = "per configuration" if v.one_seed else "for some configuration"
         return (
-            f"{v.split}: no clear winner: {lead} (over test images only), but with one seed for some "
-            f"configuration the {many} cannot be separated from training noise.{means}{left_out}"
+            f"{v.split}: no clear winner: {lead} (over test images only), but with one seed {which} "
+            f"the {many} cannot be separated from training noise.{means}{left_out}"
         )
     if r.winner is not None:
         head = (
