@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +15,29 @@ from fusionbench.leaderboard.load import (
     load_runs,
     not_completed,
     read_results,
+    validation_histories,
 )
-from fusionbench.leaderboard.plots import cost_svg, heatmap_svg
+from fusionbench.leaderboard.plots import cost_svg, heatmap_svg, val_curves_svg
 from fusionbench.leaderboard.render import render_csv, render_html, render_markdown
-from fusionbench.leaderboard.table import aggregate, csv_columns, fusion_summary, header_items
+from fusionbench.leaderboard.table import (
+    Method,
+    aggregate,
+    axis_summary,
+    csv_columns,
+    header_items,
+    method_of,
+)
+from fusionbench.leaderboard.verdict import AXES, AxisVerdict, axis_verdicts
 
 
 @dataclass
 class Leaderboard:
     """What ``build_leaderboard`` computed and wrote.
 
-    ``rows`` are the CSV rows (raw scale), in rank order; ``columns`` their keys in CSV order.
+    ``rows`` are the CSV rows (raw scale), in rank order (degenerate configurations last, unranked);
+    ``columns`` their keys in CSV order; ``summaries`` the per-level summary of every axis
+    (``fusion_summary`` is ``summaries["fusion"]``); ``verdicts`` the per-axis, per-split verdicts;
+    ``method`` how the numbers were made (seeds, resamples, Holm family, memory source).
     """
 
     name: str
@@ -40,10 +52,18 @@ class Leaderboard:
     html_path: Path
     plot_paths: list[Path]
     n_boot: int = 1000
+    summaries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    verdicts: list[AxisVerdict] = field(default_factory=list)
+    method: Method | None = None
 
     @property
     def paths(self) -> list[Path]:
         return [self.markdown_path, self.csv_path, self.html_path, *self.plot_paths]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The rank-1 row; None when every configuration is degenerate (or there is none)."""
+        return next((r for r in self.rows if r.get("rank") == 1), None)
 
 
 def build_leaderboard(
@@ -68,55 +88,68 @@ def build_leaderboard(
         )
     configs = group_configurations(runs)
     splits = evaluation_splits(runs)
-    rows, agg_notes = aggregate(configs, splits, n_boot=n_boot, seed=seed)
+    rows, agg_notes, resamples = aggregate(configs, splits, n_boot=n_boot, seed=seed)
     notes += agg_notes
     datasets = sorted({c.dataset for c in configs})
     if len(datasets) > 1:
         notes.append(f"The grid mixes datasets ({', '.join(datasets)}); ranks compare across them.")
     name = name or "_".join(datasets)
     failed = not_completed(latest)
-    summary = fusion_summary(rows, splits)
+    summaries = {axis: axis_summary(rows, splits, axis) for axis in AXES}
+    verdicts = axis_verdicts(rows, resamples, splits)
+    method = method_of(rows, configs, n_boot=n_boot, seed=seed)
     items = header_items(
         results_dir=results_dir,
         command=command,
         runs=runs,
         configs=configs,
         latest=latest,
-        n_boot=n_boot,
-        seed=seed,
+        method=method,
     )
     columns = csv_columns(rows)
 
     out = Path(out_dir)
     md_path, csv_path, html_path = out / f"{name}.md", out / f"{name}.csv", out / f"{name}.html"
     heat_path, cost_path = out / f"{name}_heatmap.svg", out / f"{name}_cost.svg"
+    curves_path = out / f"{name}_val_curves.svg"
     heatmap, cost = heatmap_svg(rows), cost_svg(rows)
+    curves = val_curves_svg(validation_histories(configs))
     common = dict(
         title=name,
         items=items,
         failed=failed,
         rows=rows,
         splits=splits,
-        summary=summary,
+        summaries=summaries,
+        verdicts=verdicts,
         notes=notes,
-        n_boot=n_boot,
+        method=method,
     )
     atomic_write_text(md_path, render_markdown(**common))
     atomic_write_text(csv_path, render_csv(rows, columns))
     atomic_write_text(heat_path, heatmap + "\n")
     atomic_write_text(cost_path, cost + "\n")
-    atomic_write_text(html_path, render_html(**common, heatmap=heatmap, cost=cost))
+    plot_paths = [heat_path, cost_path]
+    if curves is not None:
+        atomic_write_text(curves_path, curves + "\n")
+        plot_paths.append(curves_path)
+    else:
+        curves_path.unlink(missing_ok=True)  # a previous build's curves would be stale
+    atomic_write_text(html_path, render_html(**common, heatmap=heatmap, cost=cost, curves=curves))
     return Leaderboard(
         name=name,
         rows=rows,
         columns=columns,
         splits=splits,
-        fusion_summary=summary,
+        fusion_summary=summaries["fusion"],
         failed=failed,
         notes=notes,
         markdown_path=md_path,
         csv_path=csv_path,
         html_path=html_path,
-        plot_paths=[heat_path, cost_path],
+        plot_paths=plot_paths,
         n_boot=n_boot,
+        summaries=summaries,
+        verdicts=verdicts,
+        method=method,
     )

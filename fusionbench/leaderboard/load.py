@@ -3,12 +3,14 @@
 The grid runner appends one JSON line per cell event to ``results.jsonl``; the last line of a
 cell wins (a failed attempt followed by a completed rerun is completed). A completed cell's
 scores come from its record, else from ``<run_dir>/metrics.json``; per-image CIDEr-D, which the
-bootstrap needs, from ``<run_dir>/scores_<split>.json``.
+bootstrap needs, from ``<run_dir>/scores_<split>.json``. The record's metrics are ``metrics.json``'s
+content, so a run's ``degenerate`` reason and ``val_history`` are read from there too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,8 @@ COMPONENT_KEYS = {
 }
 """Assignment keys that name a configuration's components, and the column each becomes."""
 SEED_KEY = "seed"
+FILE_ONLY_KEYS = ("degenerate", "collapse", "val_history")
+"""``metrics.json`` keys the leaderboard reads that a grid record's metrics summary may leave out."""
 GRID_HINT = (
     "run the grid first (`fusionbench run <grid.yaml>`), which appends one line per cell to results.jsonl"
 )
@@ -46,6 +50,38 @@ class RunResult:
     def seed(self) -> Any:
         return self.record.get("seed", (self.record.get("assignment") or {}).get(SEED_KEY))
 
+    @property
+    def degenerate(self) -> str | None:
+        """Why the run's captions are degenerate (``"<split>: <reason>; ..."``), None when they are not.
+
+        ``metrics.json``'s ``degenerate`` (``fusionbench.metrics.collapse``); a file written before
+        that key existed is read from its ``collapse`` block, and one with neither is not flagged.
+        """
+        reason = self.metrics.get("degenerate")
+        if isinstance(reason, str) and reason:
+            return reason
+        collapse = self.metrics.get("collapse")
+        if "degenerate" in self.metrics or not isinstance(collapse, dict):
+            return None
+        found = [
+            f"{split}: {c.get('reason', 'degenerate')}"
+            for split, c in collapse.items()
+            if isinstance(c, dict) and c.get("degenerate")
+        ]
+        return "; ".join(found) or None
+
+    @property
+    def val_history(self) -> list[tuple[int, float]]:
+        """(epoch, validation CIDEr-D) per validation pass, from ``metrics.json``'s ``val_history``."""
+        points = []
+        for entry in self.metrics.get("val_history") or []:
+            if not isinstance(entry, dict):
+                continue
+            epoch, cider = entry.get("epoch"), entry.get("CIDEr")
+            if isinstance(epoch, (int, float)) and isinstance(cider, (int, float)) and math.isfinite(cider):
+                points.append((int(epoch), float(cider)))
+        return points
+
 
 @dataclass
 class Configuration:
@@ -63,6 +99,26 @@ class Configuration:
         parts = [self.encoder, self.fusion, self.decoder]
         parts += [f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}" for k, v in sorted(self.extras.items())]
         return "-".join(parts)
+
+    @property
+    def degenerate(self) -> str | None:
+        """Why the configuration is degenerate: the reason of every seed whose captions collapsed.
+
+        One collapsed seed is enough: its score is in the configuration's mean, which then is no
+        real result, so the configuration stays out of the ranking, the comparisons and the verdicts.
+        """
+        seeds_by_reason: dict[str, list[str]] = {}
+        for run in self.runs:
+            if run.degenerate:
+                seeds_by_reason.setdefault(run.degenerate, []).append(str(run.seed))
+        if not seeds_by_reason:
+            return None
+        n_bad = sum(len(seeds) for seeds in seeds_by_reason.values())
+        head = f"{n_bad} of {len(self.runs)} seeds; " if len(self.runs) > 1 else ""
+        return head + "; ".join(
+            f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {reason}"
+            for reason, seeds in seeds_by_reason.items()
+        )
 
 
 def latest_records(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -137,17 +193,28 @@ def load_runs(
         if record.get("status") != "completed":
             continue
         run_dir = resolve_run_dir(record.get("run_dir"), results_dir)
+        from_file = _read_metrics(run_dir)
         metrics = record.get("metrics")
-        if not isinstance(metrics, dict) and run_dir is not None and (run_dir / "metrics.json").is_file():
-            try:
-                metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                metrics = None
+        if not isinstance(metrics, dict):
+            metrics = from_file
+        elif from_file is not None:  # the record carries a summary; the rest is in the file
+            metrics = {**{k: from_file[k] for k in FILE_ONLY_KEYS if k in from_file}, **metrics}
         if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
             notes.append(f"Cell {name} is marked completed but has no readable test metrics; left out.")
             continue
         runs.append(RunResult(name=name, record=dict(record), metrics=metrics, run_dir=run_dir))
     return runs, notes
+
+
+def _read_metrics(run_dir: Path | None) -> dict[str, Any] | None:
+    """``run_dir/metrics.json`` as a dict; None when missing or unreadable."""
+    if run_dir is None:
+        return None
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def not_completed(latest: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -213,3 +280,24 @@ def load_per_image(run_dir: Path | None, split: str, metric: str = "CIDEr") -> d
         return {str(image): float(scores[metric]) for image, scores in data.items()}
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def validation_histories(configs: Iterable[Configuration]) -> list[dict[str, Any]]:
+    """Per configuration with a recorded ``val_history``: its components, degenerate reason and one
+    ``[(epoch, CIDEr), ...]`` list per seed (what the validation-curve plot draws)."""
+    out = []
+    for config in configs:
+        seeds = [run.val_history for run in config.runs]
+        if not any(seeds):
+            continue
+        out.append(
+            {
+                "label": config.label,
+                "encoder": config.encoder,
+                "fusion": config.fusion,
+                "decoder": config.decoder,
+                "degenerate": config.degenerate,
+                "seeds": [s for s in seeds if s],
+            }
+        )
+    return out

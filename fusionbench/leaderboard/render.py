@@ -1,8 +1,11 @@
 """The leaderboard as files: a Markdown page, a CSV of the raw-scale rows, a self-contained HTML page.
 
 The Markdown and HTML tables share one layout (``display_table``): scores x100, CIDEr-D as
-``mean ± std [95% CI]``, ``†`` after the rank of a configuration tied with #1. The HTML page adds
-click-to-sort columns (inline JS, no network) and the SVG plots.
+``mean ± std [95% CI]``, ``†`` after the rank of a configuration tied with #1, ``‡`` instead of a
+rank for a degenerate configuration (its reason listed below the table). Then one section per axis
+(fusion strategies, and encoders/decoders where the grid has several) with the axis summary and
+the verdict sentences. The HTML page adds click-to-sort columns (inline JS, no network) and the SVG
+plots, validation curves included.
 """
 
 from __future__ import annotations
@@ -15,11 +18,93 @@ from typing import Any
 
 from fusionbench.leaderboard.formatting import MISSING, esc, fmt_num, fmt_params, fmt_score, fmt_value
 from fusionbench.leaderboard.stats import ALPHA
-from fusionbench.leaderboard.table import fusion_sentences, identity_columns
+from fusionbench.leaderboard.table import Method, identity_columns
+from fusionbench.leaderboard.verdict import (
+    AXIS_TITLES,
+    METHOD_SENTENCE,
+    AxisVerdict,
+    axis_nouns,
+    verdict_sentence,
+)
 
 SCALE_SENTENCE = "Scores are x100 (coco-caption raw scale x 100); CIDEr-D uses document frequencies from the test references"
 NOT_SIGNIFICANT = "†"
 """Marks a configuration whose rank-1 advantage is not significant (``tied_with_top``)."""
+DEGENERATE = "‡"
+"""Stands in for the rank of a degenerate configuration (one caption for (nearly) every image)."""
+
+
+def rank_text(row: Mapping[str, Any]) -> str:
+    """``3``, ``3†`` (tied with #1) or ``‡`` (degenerate, unranked)."""
+    if row.get("degenerate") is not None:
+        return DEGENERATE
+    return f"{row['rank']}{NOT_SIGNIFICANT if row.get('not_significant_vs_top') else ''}"
+
+
+def seed_warning(method: Method) -> str | None:
+    """The header's warning when training noise is not (fully) in the intervals; None when it is."""
+    if method.one_seed:
+        return (
+            "One seed per configuration: differences between configurations cannot be separated from "
+            "training noise, so there are no significance marks and no winners, and the intervals cover "
+            "test-image sampling only. Run the grid with several seeds (`--seeds 0 1 2`) to compare."
+        )
+    if method.mixed_seeds:
+        return (
+            "Some configurations have one seed: their intervals cover test-image sampling only and they "
+            "are not compared with #1 (their differences cannot be separated from training noise)."
+        )
+    return None
+
+
+def memory_sentence(method: Method) -> str:
+    """How ``peak MB`` was measured, from the runs' ``cost.peak_memory_source``."""
+    if not method.memory_sources:
+        return "peak MB: how it was measured is not recorded (no cost.peak_memory_source in metrics.json)"
+    sources = "; ".join(method.memory_sources)
+    several = " (differs between cells)" if len(method.memory_sources) > 1 else ""
+    return f"peak MB: {sources}{several}, as recorded in metrics.json cost.peak_memory_source"
+
+
+def legend_line(method: Method) -> str:
+    """What the table's marks, intervals and cost columns mean (printed below the table)."""
+    if method.one_seed:
+        stats = (
+            f"No significance marks: one seed per configuration. CIDEr-D cells are the score [95% bootstrap "
+            f"interval over test images only, {method.n_boot} resamples: it leaves out training noise]. "
+        )
+    else:
+        stats = (
+            f"{NOT_SIGNIFICANT} tied with #1: rank 1's lead over this configuration is not significant after "
+            f"Holm correction over the {method.n_compared} comparisons with #1 (Holm p vs #1 > {ALPHA}). "
+            f"The test is a two-level bootstrap ({method.n_boot} resamples): each resample draws every "
+            "configuration's seeds with replacement, then the test images with replacement (the same images for "
+            "all, so comparisons are paired over images), and compares corpus-mean CIDEr-D; p is the share of "
+            "resamples where #1 is not ahead. CIDEr-D cells are mean ± sample std over seeds [95% interval of "
+            "that bootstrap]. With few seeds the interval is too narrow: resampling k seeds shrinks their "
+            "variance by (k−1)/k, and with 3 seeds it cannot leave the seeds' range, so read it next to the "
+            "seed std. "
+        )
+        if method.mixed_seeds:
+            stats += "Configurations with one seed: interval over test images only, not compared. "
+    degenerate = (
+        f"{DEGENERATE} degenerate: (nearly) one caption for every image of a split (reasons below); listed "
+        "unranked and left out of #1, the comparisons and the verdicts. "
+        if method.n_degenerate
+        else ""
+    )
+    return (
+        stats
+        + degenerate
+        + "Other scores are mean ± std over seeds. Cost: GFLOPs/img is one teacher-forced forward pass "
+        "(torch FlopCounterMode), train img/s steady-state training throughput, ms/image test decoding with the "
+        f"configured beam, {memory_sentence(method)}."
+    )
+
+
+def degenerate_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``label: reason`` for every degenerate configuration, in table order."""
+    return [f"{r['label']}: {r['degenerate']}" for r in rows if r.get("degenerate") is not None]
 
 
 def display_table(
@@ -28,14 +113,13 @@ def display_table(
     """Header and cells (display text, sort value) shared by the Markdown and HTML tables."""
     id_cols = identity_columns(rows[0]) if rows else []
     header = ["rank", *id_cols, "test CIDEr-D", "test BLEU-4", "test METEOR", "test ROUGE-L"]
-    header += ["params", "GFLOPs/img", "train img/s", "ms/image", "peak MB", "seeds", "p vs #1"]
+    header += ["params", "GFLOPs/img", "train img/s", "ms/image", "peak MB", "seeds", "Holm p vs #1"]
     others = [s for s in splits if s != "test"]
     for split in others:
         header += [f"{split} CIDEr-D", f"{split} BLEU-4"]
     body = []
     for row in rows:
-        marker = NOT_SIGNIFICANT if row.get("not_significant_vs_top") else ""
-        cells: list[tuple[str, Any]] = [(f"{row['rank']}{marker}", row["rank"])]
+        cells: list[tuple[str, Any]] = [(rank_text(row), row["rank"])]
         cells += [(MISSING if row[k] is None else fmt_value(row[k]), row[k]) for k in id_cols]
         cells.append(
             (
@@ -57,7 +141,7 @@ def display_table(
         cells.append((fmt_num(row["test_ms_per_image"], 2), row["test_ms_per_image"]))
         cells.append((fmt_num(row.get("peak_memory_mb"), 0), row.get("peak_memory_mb")))
         cells.append((str(row["n_seeds"]), row["n_seeds"]))
-        p = row["p_vs_top"]
+        p = row["p_vs_top_holm"]
         cells.append((MISSING if p is None else f"{p:.3f}", p))
         for split in others:
             cells.append(
@@ -90,15 +174,51 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[tuple[str, Any
     return "\n".join(lines)
 
 
-def legend_line(n_boot: int) -> str:
-    """What the table's marks, intervals and cost columns mean (printed below the table)."""
+def axis_sections(
+    summaries: Mapping[str, Sequence[Mapping[str, Any]]], verdicts: Sequence[AxisVerdict]
+) -> list[tuple[str, str, list[str]]]:
+    """(axis, title, verdict sentences) per axis section: fusion always, the others when verdicts exist."""
+    out = []
+    for axis, title in AXIS_TITLES.items():
+        mine = [v for v in verdicts if v.axis == axis]
+        if axis in summaries and (axis == "fusion" or mine):
+            out.append((axis, title, [t for t in (verdict_sentence(v) for v in mine) if t]))
+    return out
+
+
+def summary_table(
+    summary: Sequence[Mapping[str, Any]], axis: str, splits: Sequence[str]
+) -> tuple[list[str], list[list[tuple[str, Any]]]]:
+    """Header and cells of one axis summary (mean CIDEr-D per level over its non-degenerate configurations)."""
+    header = [
+        axis,
+        "configurations",
+        *[f"{s} CIDEr-D" for s in splits],
+        *[f"{s} mean seed std" for s in splits],
+    ]
+    if any(s.get("n_degenerate") for s in summary):
+        header.insert(2, "degenerate (left out)")
+    body = []
+    for s in summary:
+        cells: list[tuple[str, Any]] = [
+            (str(s[axis]), s[axis]),
+            (str(s["n_configurations"]), s["n_configurations"]),
+        ]
+        if len(header) > 2 + 2 * len(splits):
+            cells.append((str(s.get("n_degenerate", 0)), s.get("n_degenerate", 0)))
+        cells += [(fmt_score(s[f"{sp}_CIDEr_mean"]), s[f"{sp}_CIDEr_mean"]) for sp in splits]
+        cells += [(fmt_score(s[f"{sp}_CIDEr_seed_std"]), s[f"{sp}_CIDEr_seed_std"]) for sp in splits]
+        body.append(cells)
+    return header, body
+
+
+def summary_caption(axis: str) -> str:
+    """The sentence above an axis summary table."""
+    one = axis_nouns(axis)[0]
     return (
-        f"{NOT_SIGNIFICANT} not significantly different from the top: rank 1 is not significantly better than "
-        f"this configuration (paired bootstrap over test images, {n_boot} resamples, p ≥ {ALPHA}; p vs #1 column). "
-        "CIDEr-D cells are mean ± sample std over seeds [95% bootstrap CI over test images]; "
-        "other scores are mean ± std over seeds. Cost: GFLOPs/img is one teacher-forced forward pass "
-        "(torch FlopCounterMode), train img/s steady-state training throughput, ms/image test decoding with the "
-        "configured beam, peak MB the process's peak memory (RSS on CPU, max allocated on CUDA)."
+        f"Mean CIDEr-D (x100) per {one}, averaged over the non-degenerate configurations that use it "
+        "(the other axes). The verdicts below compare the levels on a common set of the other components, "
+        "so their means can differ from these."
     )
 
 
@@ -109,11 +229,12 @@ def render_markdown(
     failed: Sequence[Mapping[str, Any]],
     rows: Sequence[Mapping[str, Any]],
     splits: Sequence[str],
-    summary: Sequence[Mapping[str, Any]],
+    summaries: Mapping[str, Sequence[Mapping[str, Any]]],
+    verdicts: Sequence[AxisVerdict],
     notes: Sequence[str],
-    n_boot: int,
+    method: Method,
 ) -> str:
-    """The Markdown page: provenance, the ranked table and its legend, notes, the fusion summary."""
+    """The Markdown page: provenance, the ranked table and its legend, notes, the per-axis verdicts."""
     out = [f"# Leaderboard: {title}", ""]
     out += [f"- {label}: {text}" for label, text in items]
     if failed:
@@ -122,39 +243,27 @@ def render_markdown(
             out.append(
                 f"  - `{f['cell']}` ({f['status']})" + (f": {_md_escape(f['error'])}" if f["error"] else "")
             )
-    out += ["", SCALE_SENTENCE + ".", ""]
+    out += [""]
+    warning = seed_warning(method)
+    if warning:
+        out += [f"**{warning}**", ""]
+    out += [SCALE_SENTENCE + ".", ""]
     header, body = display_table(rows, splits)
-    out += [markdown_table(header, body), "", legend_line(n_boot), ""]
+    out += [markdown_table(header, body), "", legend_line(method), ""]
+    degenerate = degenerate_lines(rows)
+    if degenerate:
+        out += (
+            [f"{DEGENERATE} Degenerate (unranked):", ""] + [f"- {_md_escape(d)}" for d in degenerate] + [""]
+        )
     if notes:
         out += ["Notes:", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
-    out += ["## Fusion strategies", ""]
-    out += [_fusion_markdown(summary, rows, splits), ""]
+    for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
+        out += [f"## {heading}", ""]
+        if n == 0:
+            out += [METHOD_SENTENCE, ""]
+        out += [summary_caption(axis), "", markdown_table(*summary_table(summaries[axis], axis, splits)), ""]
+        out += [f"- {_md_escape(t)}" for t in sentences] + ([""] if sentences else [])
     return "\n".join(out)
-
-
-def _fusion_markdown(
-    summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], splits: Sequence[str]
-) -> str:
-    header = [
-        "fusion",
-        "configurations",
-        *[f"{s} CIDEr-D" for s in splits],
-        *[f"{s} mean seed std" for s in splits],
-    ]
-    body = [
-        [(s["fusion"], None), (str(s["n_configurations"]), None)]
-        + [(fmt_score(s[f"{sp}_CIDEr_mean"]), None) for sp in splits]
-        + [(fmt_score(s[f"{sp}_CIDEr_seed_std"]), None) for sp in splits]
-        for s in summary
-    ]
-    lines = [
-        "Mean CIDEr-D (x100) per fusion strategy, averaged over the configurations that use it (the other axes).",
-        "",
-        markdown_table(header, body),
-        "",
-    ]
-    lines += [f"- {t}" for t in fusion_sentences(summary, rows, splits)]
-    return "\n".join(lines)
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -187,6 +296,7 @@ th{background:#f3f3f3;cursor:pointer;user-select:none}
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.t,th.t{text-align:left}tr:nth-child(even) td{background:#fafafa}
 .note{color:#555;font-size:13px}figure{margin:1em 0}
+.warn{background:#fff4e5;border-left:4px solid #e69500;padding:6px 10px;font-weight:bold}
 """
 
 _JS = """
@@ -253,11 +363,13 @@ def render_html(
     failed: Sequence[Mapping[str, Any]],
     rows: Sequence[Mapping[str, Any]],
     splits: Sequence[str],
-    summary: Sequence[Mapping[str, Any]],
+    summaries: Mapping[str, Sequence[Mapping[str, Any]]],
+    verdicts: Sequence[AxisVerdict],
     notes: Sequence[str],
-    n_boot: int,
+    method: Method,
     heatmap: str,
     cost: str,
+    curves: str | None = None,
 ) -> str:
     """The HTML page: the Markdown page's content with sortable tables and the inline SVG plots."""
     header, body = display_table(rows, splits)
@@ -271,22 +383,39 @@ def render_html(
             for f in failed
         )
         info += "</ul></li>"
-    fus_header = [
-        "fusion",
-        "configurations",
-        *[f"{s} CIDEr-D" for s in splits],
-        *[f"{s} mean seed std" for s in splits],
-    ]
-    fus_body = [
-        [(s["fusion"], s["fusion"]), (str(s["n_configurations"]), s["n_configurations"])]
-        + [(fmt_score(s[f"{sp}_CIDEr_mean"]), s[f"{sp}_CIDEr_mean"]) for sp in splits]
-        + [(fmt_score(s[f"{sp}_CIDEr_seed_std"]), s[f"{sp}_CIDEr_seed_std"]) for sp in splits]
-        for s in summary
-    ]
+    warning = seed_warning(method)
+    warning_html = f'<p class="warn">{esc(warning.replace("`", ""))}</p>' if warning else ""
+    degenerate = degenerate_lines(rows)
+    degenerate_html = (
+        f'<p><b>{DEGENERATE} Degenerate (unranked)</b></p><ul class="note">'
+        + "".join(f"<li>{esc(d)}</li>" for d in degenerate)
+        + "</ul>"
+        if degenerate
+        else ""
+    )
     notes_html = (
         ('<p><b>Notes</b></p><ul class="note">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         if notes
         else ""
+    )
+    sections = []
+    for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
+        part = f"<h2>{esc(heading)}</h2>"
+        if n == 0:
+            part += f"<p>{esc(METHOD_SENTENCE)}</p>"
+        part += f"<p>{esc(summary_caption(axis))}</p>" + _html_table(
+            *summary_table(summaries[axis], axis, splits)
+        )
+        part += "<ul>" + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in sentences) + "</ul>"
+        sections.append(part)
+    curves_html = (
+        f'<figure>{curves}<figcaption class="note">Validation CIDEr-D after each epoch (metrics.json '
+        "val_history): the mean over seeds as a thick line, each seed as a thin one.</figcaption></figure>"
+        if curves
+        else '<p class="note">No run recorded a validation history (metrics.json val_history).</p>'
+    )
+    interval = (
+        "over test images only" if method.one_seed else "two-level bootstrap over seeds and test images"
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -295,18 +424,19 @@ def render_html(
 <body>
 <h1>Leaderboard: {esc(title)}</h1>
 <ul>{info}</ul>
+{warning_html}
 <p><b>{esc(SCALE_SENTENCE)}.</b></p>
 {_html_table(header, body)}
-<p class="note">{esc(legend_line(n_boot))} Click a column header to sort.</p>
+<p class="note">{esc(legend_line(method))} Click a column header to sort.</p>
+{degenerate_html}
 {notes_html}
-<h2>Fusion strategies</h2>
-<p>Mean CIDEr-D (x100) per fusion strategy, averaged over the configurations that use it (the other axes).</p>
-{_html_table(fus_header, fus_body)}
-<ul>{"".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in fusion_sentences(summary, rows, splits))}</ul>
+{"".join(sections)}
 <h2>Test CIDEr-D by encoder × fusion, per decoder</h2>
 <figure>{heatmap}</figure>
 <h2>Quality vs cost</h2>
-<figure>{cost}<figcaption class="note">Error bars: 95% bootstrap CI over test images.</figcaption></figure>
+<figure>{cost}<figcaption class="note">Error bars: 95% interval ({interval}).</figcaption></figure>
+<h2>Validation curves</h2>
+{curves_html}
 <script>{_JS}</script>
 </body></html>
 """

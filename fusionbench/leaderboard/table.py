@@ -1,22 +1,30 @@
-"""The leaderboard's rows: one raw-scale row per configuration, ranked, plus the fusion summary.
+"""The leaderboard's rows: one raw-scale row per configuration, ranked, plus the per-axis summaries.
 
 Rows keep coco-caption's raw scale (the CSV is written from them as they are); renderers show x100.
-Every row has the same keys in the same order (the CSV's columns): rank and significance, the
-identity columns (``dataset`` only when the grid mixes datasets, the components, one column per
-extra assignment key), seeds, per split the seed mean/std of every metric and the CIDEr-D interval,
-then cost.
+Every row has the same keys in the same order (the CSV's columns): rank, significance and the
+degenerate reason, the identity columns (``dataset`` only when the grid mixes datasets, the
+components, one column per extra assignment key), seeds, per split the seed mean/std of every
+metric and the CIDEr-D interval, then cost. Degenerate configurations (``Configuration.degenerate``)
+come last, unranked: they are neither #1 nor compared with it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from fusionbench.leaderboard.load import Configuration, RunResult, load_per_image, read_manifest
-from fusionbench.leaderboard.stats import compare_configurations, mean_of, seed_stats
+from fusionbench.leaderboard.stats import (
+    Resamples,
+    compare_resampled,
+    mean_of,
+    seed_stats,
+    two_level_bootstrap,
+)
 from fusionbench.metrics.keys import METRIC_KEYS
 
 IDENTITY_KEYS = ("dataset", "encoder", "fusion", "decoder")
@@ -24,6 +32,8 @@ _RESERVED = {
     "rank",
     "not_significant_vs_top",
     "p_vs_top",
+    "p_vs_top_holm",
+    "degenerate",
     *IDENTITY_KEYS,
     "seeds",
     "n_seeds",
@@ -70,8 +80,13 @@ def _cost(run: RunResult) -> dict[str, Any]:
 
 def aggregate(
     configs: Sequence[Configuration], splits: Sequence[str], *, n_boot: int, seed: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """One raw-scale row per configuration, ranked by test CIDEr-D; returns (rows, notes)."""
+) -> tuple[list[dict[str, Any]], list[str], dict[str, Resamples]]:
+    """One raw-scale row per configuration, ranked by test CIDEr-D; returns (rows, notes, resamples).
+
+    ``resamples[split]`` are the two-level bootstrap draws of that split, in the rows' order (the
+    verdicts compare axis levels with them). Degenerate configurations follow the ranked ones with
+    ``rank`` None and are not compared with #1.
+    """
     several_datasets = len({c.dataset for c in configs}) > 1
     extra_keys = sorted({k for c in configs for k in c.extras})
     short = _short_names(extra_keys, _RESERVED)
@@ -80,7 +95,13 @@ def aggregate(
     scores: dict[str, list[list[dict[str, float]] | None]] = {split: [] for split in splits}
     missing_notes: dict[str, list[str | None]] = {split: [] for split in splits}
     for config in configs:
-        row: dict[str, Any] = {"rank": None, "not_significant_vs_top": None, "p_vs_top": None}
+        row: dict[str, Any] = {
+            "rank": None,
+            "not_significant_vs_top": None,
+            "p_vs_top": None,
+            "p_vs_top_holm": None,
+            "degenerate": config.degenerate,
+        }
         if several_datasets:
             row["dataset"] = config.dataset
         row.update(encoder=config.encoder, fusion=config.fusion, decoder=config.decoder)
@@ -96,6 +117,7 @@ def aggregate(
                 row[f"{split}_{metric}_std"] = std
             row[f"{split}_n_seeds"] = len(with_split)
             row[f"{split}_CIDEr_ci_lo"] = row[f"{split}_CIDEr_ci_hi"] = row[f"{split}_n_images"] = None
+            row[f"{split}_CIDEr_ci_over"] = None
             maps = [load_per_image(r.run_dir, split) for r in with_split]
             missing = [r for r, m in zip(with_split, maps) if m is None]
             scores[split].append(maps if with_split and not missing else None)  # type: ignore[arg-type]
@@ -125,41 +147,79 @@ def aggregate(
         row["notes"] = ""
         rows.append(row)
 
-    order = sorted(
-        range(len(rows)),
-        key=lambda i: (
-            -(rows[i]["test_CIDEr_mean"] if rows[i]["test_CIDEr_mean"] is not None else -math.inf),
+    def by_score(i: int) -> tuple[bool, float, str]:
+        mean = rows[i]["test_CIDEr_mean"]
+        return (
+            rows[i]["degenerate"] is not None,
+            -(mean if mean is not None else -math.inf),
             rows[i]["label"],
-        ),
-    )
-    top = order[0] if order else None
-    row_notes: list[list[str]] = [[] for _ in rows]
-    for split in splits:
-        compared = compare_configurations(
-            scores[split], top=top if split == "test" else None, n_boot=n_boot, seed=seed
         )
+
+    order = sorted(range(len(rows)), key=by_score)
+    ranked_ids = [i for i in order if rows[i]["degenerate"] is None]
+    top = ranked_ids[0] if ranked_ids else None
+    row_notes: list[list[str]] = [[] for _ in rows]
+    split_notes: list[str] = []
+    resamples: dict[str, Resamples] = {}
+    mixed_seeds = len({r["n_seeds"] for r in rows}) > 1 and min(r["n_seeds"] for r in rows) == 1
+    for split in splits:
+        drawn = two_level_bootstrap(scores[split], n_boot=n_boot, seed=seed)
+        resamples[split] = drawn.subset(order)
+        compared = compare_resampled(drawn, top=top if split == "test" else None, compared=ranked_ids)
         for i, (row, result) in enumerate(zip(rows, compared)):
             if missing_notes[split][i]:
                 row_notes[i].append(missing_notes[split][i])  # type: ignore[arg-type]
             elif scores[split][i] is not None and result.n_images is None:
-                row_notes[i].append(f"{split}: fewer than 2 images shared by all seeds; CI omitted")
+                row_notes[i].append(
+                    f"{split}: fewer than 2 images scored by every seed of every configuration; CI omitted"
+                )
+            elif result.n_images is not None and split == "test" and mixed_seeds and row["n_seeds"] == 1:
+                row_notes[i].append(
+                    "one seed: its interval covers test images only and it is not compared with #1"
+                )
             row[f"{split}_CIDEr_ci_lo"] = result.ci[0] if result.ci else None
             row[f"{split}_CIDEr_ci_hi"] = result.ci[1] if result.ci else None
             row[f"{split}_n_images"] = result.n_images
+            if result.ci:
+                row[f"{split}_CIDEr_ci_over"] = "seeds+images" if result.seeds_resampled else "images"
             if split == "test":
                 row["p_vs_top"] = result.p_vs_top
+                row["p_vs_top_holm"] = result.p_holm
                 row["not_significant_vs_top"] = result.tied_with_top
+        n_used = len(drawn.ids)
+        more = [
+            rows[i]["label"]
+            for i, maps in enumerate(scores[split])
+            if maps and n_used and len(set.intersection(*(set(m) for m in maps))) > n_used
+        ]
+        if more:
+            split_notes.append(
+                f"{split}: intervals and comparisons use the {n_used} images every configuration scored "
+                f"({', '.join(more)} scored more)."
+            )
     notes: list[str] = []
     for row, mine in zip(rows, row_notes):
         row["notes"] = "; ".join(mine)
         notes += [f"{row['label']}: {n}" for n in mine]
+    notes += split_notes
     ranked = []
-    for rank, i in enumerate(order, start=1):
-        rows[i]["rank"] = rank
+    for i in order:
+        if rows[i]["degenerate"] is None:
+            rows[i]["rank"] = len(ranked) + 1
         ranked.append(rows[i])
-    if top is not None and len(ranked) > 1 and rows[top]["test_n_images"] is None:
+    n_ranked = len(ranked_ids)
+    if top is not None and n_ranked > 1 and rows[top]["test_n_images"] is None:
         notes.append("The top configuration has no per-image test scores, so significance was not tested.")
-    return ranked, notes
+    elif top is not None and n_ranked > 1 and mixed_seeds and rows[top]["n_seeds"] == 1:
+        notes.append("The top configuration has one seed, so no configuration is compared with it.")
+    if ranked_ids and len(ranked_ids) < len(rows):
+        notes.append(
+            f"{len(rows) - len(ranked_ids)} degenerate configuration(s) (‡) are listed unranked below the "
+            "ranked ones and left out of #1, the comparisons with #1 and the verdicts."
+        )
+    elif not ranked_ids and rows:
+        notes.append("Every configuration is degenerate (‡): nothing is ranked and no verdict is given.")
+    return ranked, notes, resamples
 
 
 def _round(value: float | None) -> int | None:
@@ -176,12 +236,18 @@ def csv_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return columns
 
 
-def fusion_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str]) -> list[dict[str, Any]]:
-    """Per fusion strategy: mean CIDEr-D (over configurations, i.e. over the other axes) per split."""
+def axis_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str], axis: str) -> list[dict[str, Any]]:
+    """Per level of ``axis`` (``fusion``, ``encoder``, ``decoder``): mean CIDEr-D per split over its
+    non-degenerate configurations (i.e. over the other axes), their mean seed std, and how many
+    configurations were left out as degenerate."""
     out: list[dict[str, Any]] = []
-    for fusion in sorted({r["fusion"] for r in rows}):
-        mine = [r for r in rows if r["fusion"] == fusion]
-        entry: dict[str, Any] = {"fusion": fusion, "n_configurations": len(mine)}
+    for level in sorted({r[axis] for r in rows}):
+        mine = [r for r in rows if r[axis] == level and r.get("degenerate") is None]
+        entry: dict[str, Any] = {
+            axis: level,
+            "n_configurations": len(mine),
+            "n_degenerate": sum(1 for r in rows if r[axis] == level and r.get("degenerate") is not None),
+        }
         for split in splits:
             entry[f"{split}_CIDEr_mean"] = mean_of(r[f"{split}_CIDEr_mean"] for r in mine)
             entry[f"{split}_CIDEr_seed_std"] = mean_of(r[f"{split}_CIDEr_std"] for r in mine)
@@ -189,48 +255,60 @@ def fusion_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str]) -> 
     return out
 
 
-def fusion_spread(
-    summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], split: str
-) -> dict[str, Any]:
-    """Best fusion, spread (max − min of the per-fusion means) and mean seed std for one split."""
-    means = {s["fusion"]: s[f"{split}_CIDEr_mean"] for s in summary if s[f"{split}_CIDEr_mean"] is not None}
-    seed_std = mean_of(r[f"{split}_CIDEr_std"] for r in rows)
-    if not means:
-        return {"best": None, "spread": None, "seed_std": seed_std}
-    best = max(means, key=lambda k: means[k])
-    spread = max(means.values()) - min(means.values()) if len(means) > 1 else None
-    return {"best": best, "spread": spread, "seed_std": seed_std}
+def fusion_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str]) -> list[dict[str, Any]]:
+    """``axis_summary`` for the fusion strategies (what the W&B summary run logs)."""
+    return axis_summary(rows, splits, "fusion")
 
 
-def fusion_sentences(
-    summary: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], splits: Sequence[str]
-) -> list[str]:
-    """Best fusion per split and whether the spread across fusions exceeds seed noise."""
-    out = []
-    for split in splits:
-        info = fusion_spread(summary, rows, split)
-        if info["best"] is None:
-            continue
-        text = f"{split}: best fusion `{info['best']}`"
-        if info["spread"] is None:
-            out.append(text + " (only one fusion strategy in the grid).")
-            continue
-        text += f"; spread across fusion strategies (max − min) {100 * info['spread']:.1f}"
-        if info["seed_std"] is None:
-            out.append(text + "; seed std unknown (one seed per configuration).")
-            continue
-        ratio = info["spread"] / info["seed_std"] if info["seed_std"] > 0 else math.inf
-        if ratio >= 2:
-            verdict = "well above seed noise"
-        elif ratio >= 1:
-            verdict = "comparable to seed noise (between 1x and 2x the seed std)"
-        else:
-            verdict = "within seed noise"
-        out.append(
-            text
-            + f" vs mean seed std {100 * info['seed_std']:.1f} (ratio {ratio:.1f}): the spread is {verdict}."
-        )
-    return out
+@dataclass(frozen=True)
+class Method:
+    """How the leaderboard's numbers were made: what its header and legend say.
+
+    ``seed_counts`` are the distinct numbers of seeds per configuration; ``n_compared`` the
+    comparisons with #1 in Holm's family; ``memory_sources`` the distinct ``cost.peak_memory_source``
+    values of the runs (how ``peak MB`` was measured).
+    """
+
+    n_boot: int
+    seed: int
+    seed_counts: tuple[int, ...]
+    n_compared: int
+    n_degenerate: int
+    memory_sources: tuple[str, ...]
+
+    @property
+    def one_seed(self) -> bool:
+        """Every configuration has one seed: no training noise in any interval, no marks."""
+        return max(self.seed_counts, default=1) <= 1
+
+    @property
+    def mixed_seeds(self) -> bool:
+        """Some configurations have one seed and others more."""
+        return min(self.seed_counts, default=1) <= 1 < max(self.seed_counts, default=1)
+
+
+def method_of(
+    rows: Sequence[Mapping[str, Any]], configs: Sequence[Configuration], *, n_boot: int, seed: int
+) -> Method:
+    """The ``Method`` of rows aggregated from ``configs``."""
+    sources = {_cost(r).get("peak_memory_source") for c in configs for r in c.runs}
+    return Method(
+        n_boot=n_boot,
+        seed=seed,
+        seed_counts=tuple(sorted({int(r["n_seeds"]) for r in rows})),
+        n_compared=sum(1 for r in rows if r.get("p_vs_top") is not None),
+        n_degenerate=sum(1 for r in rows if r.get("degenerate") is not None),
+        memory_sources=tuple(sorted(str(s) for s in sources if s)),
+    )
+
+
+def bootstrap_item(method: Method) -> str:
+    """The header's ``Bootstrap`` line: how many resamples of what, from which generator."""
+    if method.one_seed:
+        what = "resamples of the test images (one seed per configuration: no seed level)"
+    else:
+        what = "two-level resamples (each configuration's seeds, then the test images, shared by all)"
+    return f"{method.n_boot} {what}, numpy default_rng({method.seed})"
 
 
 def header_items(
@@ -240,8 +318,7 @@ def header_items(
     runs: Sequence[RunResult],
     configs: Sequence[Configuration],
     latest: Mapping[str, Mapping[str, Any]],
-    n_boot: int,
-    seed: int,
+    method: Method,
 ) -> list[tuple[str, str]]:
     """(label, text) lines describing how the leaderboard was produced."""
     commits = sorted({str(r.record["git_commit"]) for r in runs if r.record.get("git_commit")})
@@ -268,7 +345,7 @@ def header_items(
             f"{len(runs)} completed of {len(latest)} in the grid; {len(configs)} configurations × "
             f"{'/'.join(map(str, seed_counts))} seed(s) (seeds {', '.join(seeds)})",
         ),
-        ("Bootstrap", f"{n_boot} resamples of the test images, numpy default_rng({seed})"),
+        ("Bootstrap", bootstrap_item(method)),
     ]
     if started and finished:
         items.append(("Ran", f"{started[0]} to {finished[-1]}"))

@@ -1,10 +1,11 @@
 """The leaderboard in a terminal: rich tables that fit the console's width (80 columns included).
 
 The Markdown table has ~20 columns, which no terminal shows whole; here the same numbers are
-split into tables keyed by rank: the ranking (identity, test CIDEr-D, interval, p vs #1), the other
-test metrics, cost, then one table per extra split. A table too wide for the console is split
+split into tables keyed by rank: the ranking (identity, test CIDEr-D, interval, Holm p vs #1), the
+other test metrics, cost, then one table per extra split. A table too wide for the console is split
 again by columns (the rank repeated, the identity in the first part), so no cell is cut to "…";
-a legend below says what the marks and columns mean. Widths are measured by rich, not guessed.
+a legend below says what the marks and columns mean, then the degenerate configurations' reasons
+and the per-axis verdicts. Widths are measured by rich, not guessed.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ from rich.text import Text
 
 from fusionbench.leaderboard.build import Leaderboard
 from fusionbench.leaderboard.formatting import MISSING, fmt_num, fmt_params, fmt_score, fmt_value
-from fusionbench.leaderboard.render import NOT_SIGNIFICANT
+from fusionbench.leaderboard.render import (
+    DEGENERATE,
+    NOT_SIGNIFICANT,
+    degenerate_lines,
+    memory_sentence,
+    rank_text,
+    seed_warning,
+)
 from fusionbench.leaderboard.stats import ALPHA
-from fusionbench.leaderboard.table import identity_columns
+from fusionbench.leaderboard.table import Method, identity_columns
+from fusionbench.leaderboard.verdict import AXIS_TITLES, AxisVerdict, verdict_sentence
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def _sections(
             [
                 _Column("CIDEr-D", [_score(r, "test", "CIDEr") for r in rows]),
                 _Column("95% CI", [_ci(r, "test") for r in rows]),
-                _Column("p vs #1", [p_text(r["p_vs_top"]) for r in rows]),
+                _Column("Holm p", [p_text(r["p_vs_top_holm"]) for r in rows]),
             ],
         ),
         (
@@ -134,16 +143,42 @@ def _natural_width(console: Console, table: Table) -> int:
     return Measurement.get(console, console.options.update(max_width=10_000), table).maximum
 
 
+def legend_text(method: Method) -> str:
+    """The terminal tables' legend: marks, intervals, columns."""
+    if method.one_seed:
+        marks = "#: rank by test CIDEr-D, no significance marks (one seed per configuration)"
+        ci = "95% CI: bootstrap over test images only (no training noise)"
+    else:
+        marks = (
+            f"#: rank by test CIDEr-D; {NOT_SIGNIFICANT}: tied with #1 (Holm p vs #1 > {ALPHA}, over "
+            f"{method.n_compared} comparisons; two-level bootstrap, {method.n_boot} resamples of seeds, "
+            "then test images)"
+        )
+        ci = "95% CI: the same bootstrap (too narrow with few seeds: read it next to the std)"
+    degenerate = f"; {DEGENERATE}: degenerate, unranked" if method.n_degenerate else ""
+    return (
+        f"{marks}{degenerate}. Scores: mean ± std over seeds; {ci}. GFLOPs/img: one "
+        "teacher-forced forward pass; train img/s: training throughput; ms/image: test decoding with "
+        f"the configured beam; {memory_sentence(method)}. The .md/.html/.csv files have every column."
+    )
+
+
 def terminal_tables(
-    rows: Sequence[Mapping[str, Any]], splits: Sequence[str], *, n_boot: int, console: Console
+    rows: Sequence[Mapping[str, Any]],
+    splits: Sequence[str],
+    *,
+    method: Method,
+    console: Console,
+    verdicts: Sequence[AxisVerdict] = (),
 ) -> list[RenderableType]:
-    """The leaderboard as tables no wider than ``console.width``, then their legend."""
+    """The leaderboard as tables no wider than ``console.width``, then their legend and the verdicts."""
     if not rows:
         return []
-    rank = _Column(
-        "#", [f"{r['rank']}{NOT_SIGNIFICANT if r.get('not_significant_vs_top') else ''}" for r in rows]
-    )
+    rank = _Column("#", [rank_text(r) for r in rows])
     out: list[RenderableType] = []
+    warning = seed_warning(method)
+    if warning:
+        out.append(Text(warning.replace("`", ""), style="bold yellow"))
     for title, identity, columns in _sections(rows, splits):
         groups: list[list[_Column]] = [[rank, *identity]]
         for column in columns:
@@ -154,20 +189,23 @@ def terminal_tables(
         for n, group in enumerate(groups):
             suffix = f" ({n + 1}/{len(groups)})" if len(groups) > 1 else ""
             out.append(_table(title + suffix, group))
-    out.append(
-        Text(
-            f"#: rank by test CIDEr-D; {NOT_SIGNIFICANT}: not significantly worse than #1 (paired bootstrap "
-            f"over test images, {n_boot} resamples, p vs #1 ≥ {ALPHA}). Scores: mean ± std over seeds; "
-            "95% CI: bootstrap over test images of the seed-averaged CIDEr-D. GFLOPs/img: one "
-            "teacher-forced forward pass; train img/s: training throughput; ms/image: test decoding with "
-            "the configured beam; peak MB: peak memory. The .md/.html/.csv files have every column.",
-            style="dim",
-        )
-    )
+    out.append(Text(legend_text(method), style="dim"))
+    for line in degenerate_lines(rows):
+        out.append(Text(f"{DEGENERATE} {line}", style="dim"))
+    for axis, title in AXIS_TITLES.items():
+        sentences = [verdict_sentence(v).replace("`", "") for v in verdicts if v.axis == axis]
+        if any(sentences):
+            out.append(Text(f"{title} (x100):", style="bold"))
+            out += [Text(f"  {t}") for t in sentences if t]
     return out
 
 
 def print_leaderboard(board: Leaderboard, console: Console) -> None:
-    """Print a leaderboard's terminal tables and their legend."""
-    for renderable in terminal_tables(board.rows, board.splits, n_boot=board.n_boot, console=console):
+    """Print a leaderboard's terminal tables, their legend and the verdicts."""
+    method = board.method or Method(
+        n_boot=board.n_boot, seed=0, seed_counts=(), n_compared=0, n_degenerate=0, memory_sources=()
+    )
+    for renderable in terminal_tables(
+        board.rows, board.splits, method=method, console=console, verdicts=board.verdicts
+    ):
         console.print(renderable)

@@ -1,0 +1,406 @@
+"""Leaderboard statistics: the two-level bootstrap, Holm, verdicts per axis, degenerate cells, one seed.
+
+The procedure is checked against exact enumeration on a table small enough to enumerate (2
+configurations x 3 seeds x 4 images), and on grids written by hand where the right answer is known:
+one seed looks "significant" image by image while three seeds with large seed variance do not; a
+clear winner; a lead inside the uncertainty; a collapsed decoder that scores highest.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from fusionbench.leaderboard import (
+    Resamples,
+    build_leaderboard,
+    compare_configurations,
+    compare_levels,
+    holm,
+    paired_bootstrap_p,
+    print_leaderboard,
+    two_level_bootstrap,
+)
+from fusionbench.leaderboard.stats import compare_resampled
+from fusionbench.metrics.collapse import caption_collapse
+
+# ------------------------------------------------------------------------------ the procedure
+
+# Two configurations x 3 seeds x 4 images (raw CIDEr), small enough to enumerate every resample.
+A = [[1.0, 0.6, 0.9, 0.5], [0.8, 0.7, 1.1, 0.4], [1.2, 0.5, 0.7, 0.6]]
+B = [[0.9, 0.5, 0.8, 0.3], [0.6, 0.8, 0.9, 0.5], [1.0, 0.4, 1.0, 0.2]]
+IDS = ["i1", "i2", "i3", "i4"]
+
+
+def _maps(table):
+    return [dict(zip(IDS, seed)) for seed in table]
+
+
+def _exact(table: list[list[float]]) -> np.ndarray:
+    """The statistic on every equally likely resample: (27 seed draws, 256 image draws)."""
+    t = np.array(table)
+    seed_draws = np.array(list(itertools.product(range(3), repeat=3)))  # 27 x 3
+    image_draws = np.array(list(itertools.product(range(4), repeat=4)))  # 256 x 4
+    per_seed = t[:, image_draws].mean(axis=2)  # 3 seeds x 256 image draws
+    return per_seed[seed_draws].mean(axis=1)  # 27 x 256
+
+
+def test_two_level_bootstrap_matches_exact_enumeration():
+    a, b = _exact(A), _exact(B)
+    # Images are drawn once for both configurations (paired), seeds independently per configuration.
+    diff = a[:, None, :] - b[None, :, :]  # 27 (A seeds) x 27 (B seeds) x 256 (shared images)
+    exact_p = float(np.mean(diff <= 1e-12))
+    exact_ci = np.percentile(a.ravel(), [2.5, 97.5])
+
+    res = two_level_bootstrap([_maps(A), _maps(B)], n_boot=40_000, seed=0)
+    assert res.ids == tuple(IDS) and res.n_seeds == [3, 3]
+    assert res.observed[0] == pytest.approx(np.mean(A)) and res.observed[1] == pytest.approx(np.mean(B))
+    # Each resample's mean has the exact distribution's mean and spread.
+    assert res.means[0].mean() == pytest.approx(a.mean(), abs=0.003)
+    assert res.means[0].std() == pytest.approx(a.std(), rel=0.03)
+
+    top, other = compare_configurations([_maps(A), _maps(B)], top=0, n_boot=40_000, seed=0)
+    assert 0.05 < exact_p < 0.5  # the example is not a foregone conclusion
+    assert other.p_vs_top == pytest.approx(exact_p, abs=0.01)
+    assert top.ci == pytest.approx(tuple(exact_ci), abs=0.01)
+    assert top.seeds_resampled and other.seeds_resampled and top.n_images == 4
+    assert other.p_holm == other.p_vs_top  # one comparison: Holm changes nothing
+    assert other.tied_with_top is (exact_p > 0.05)
+
+
+def test_two_level_bootstrap_is_deterministic_and_pairs_images():
+    first = two_level_bootstrap([_maps(A), _maps(B)], n_boot=500, seed=3)
+    again = two_level_bootstrap([_maps(A), _maps(B)], n_boot=500, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(first.means, again.means))
+    other = two_level_bootstrap([_maps(A), _maps(B)], n_boot=500, seed=4)
+    assert not np.array_equal(first.means[0], other.means[0])
+    # A copy of A with +0.2 on every score: the images' difficulty cancels in the paired difference,
+    # so only the seeds' per-image disagreement (drawn independently for the two) is left.
+    shifted = [[v + 0.2 for v in seed] for seed in A]
+    _, rest = compare_configurations([_maps(shifted), _maps(A)], top=0, n_boot=500, seed=0)
+    assert rest.p_vs_top < 0.05 and rest.tied_with_top is False
+
+
+def _seedy(offsets: list[float], base: list[float]) -> list[dict[str, float]]:
+    return [{f"img{j}": b + o for j, b in enumerate(base)} for o in offsets]
+
+
+BASE = [0.3 + 0.05 * (j % 17) for j in range(40)]  # per-image difficulty, shared by both systems
+
+
+def test_one_seed_looks_significant_three_noisy_seeds_do_not():
+    """The issue's trap: seed 0 alone says "A is better", image by image; the seed spread says otherwise."""
+    a = _seedy([0.05, -0.20, 0.30], BASE)  # seed means differ by up to 0.5
+    b = _seedy([0.00, 0.15, -0.10], BASE)
+    # Seed 0 alone: A beats B by 0.05 on every image, so the image-only paired bootstrap says p = 0.
+    assert paired_bootstrap_p(a[0], b[0], n_boot=1000, seed=0) == 0.0
+    # The leaderboard's procedure with one seed each makes no comparison at all (no mark).
+    single = compare_configurations([[a[0]], [b[0]]], top=0, n_boot=1000, seed=0)
+    assert single[1].p_vs_top is None and single[1].tied_with_top is None
+    assert single[0].ci is not None and not single[0].seeds_resampled  # image-only interval
+    # Three seeds: A's mean is still higher, but within training noise.
+    top, other = compare_configurations([a, b], top=0, n_boot=2000, seed=0)
+    assert other.p_vs_top > 0.05 and other.tied_with_top is True
+    lo, hi = top.ci
+    assert hi - lo > 0.3  # the seed spread is in the interval
+    # The same lead with seeds that agree is significant: the test can reject.
+    calm_a, calm_b = _seedy([0.05, 0.04, 0.06], BASE), _seedy([0.0, 0.01, -0.01], BASE)
+    _, calm = compare_configurations([calm_a, calm_b], top=0, n_boot=2000, seed=0)
+    assert calm.p_vs_top == 0.0 and calm.tied_with_top is False
+
+
+def test_holm_on_known_p_values():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 -> max(0.06, 0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, never decreasing
+    assert holm([0.2]) == [0.2] and holm([]) == []
+
+
+def test_holm_decides_the_tied_marks():
+    """Two comparisons with raw p 0.03 and 0.04 are each below 0.05, but not after Holm."""
+    n = 100
+    top = np.ones(n)
+    first, second = np.zeros(n), np.zeros(n)
+    first[:3] = 2.0  # #1 not ahead in 3 of 100 resamples
+    second[:4] = 2.0  # ... in 4 of 100
+    res = Resamples(ids=("a", "b"), means=[top, first, second], observed=[1.0, 0.0, 0.0], n_seeds=[3, 3, 3])
+    _, one, two = compare_resampled(res, top=0)
+    assert (one.p_vs_top, two.p_vs_top) == (0.03, 0.04)
+    assert one.p_holm == pytest.approx(0.06) and two.p_holm == pytest.approx(0.06)
+    assert one.tied_with_top is True and two.tied_with_top is True
+    # Leaving the second out of the family (e.g. degenerate) leaves the first alone: significant.
+    _, alone, skipped = compare_resampled(res, top=0, compared=[0, 1])
+    assert alone.p_holm == 0.03 and alone.tied_with_top is False and skipped.p_vs_top is None
+
+
+def test_compare_levels_winner_and_no_clear_winner():
+    n = 1000
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, size=n)
+    means = [1.0 + noise, 1.1 + noise, 0.5 + noise, 0.6 + noise]  # level x: rows 0, 2; level y: 1, 3
+    res = Resamples(ids=("a", "b"), means=means, observed=[1.0, 1.1, 0.5, 0.6], n_seeds=[3] * 4)
+    clear = compare_levels(res, {"x": [0, 2], "y": [1, 3]})
+    assert clear.best == "y" and clear.winner == "y"
+    assert clear.means == pytest.approx({"x": 0.75, "y": 0.85})
+    (c,) = clear.contrasts
+    assert c.level == "x" and c.diff == pytest.approx(0.1) and c.p == 0.0 and c.ci[0] > 0
+    # The same means with independent noise as large as the lead: no winner.
+    wide = [1.0 + rng.normal(0, 0.2, n), 1.1 + rng.normal(0, 0.2, n), 0.5 + noise, 0.6 + noise]
+    res = Resamples(ids=("a", "b"), means=wide, observed=[1.0, 1.1, 0.5, 0.6], n_seeds=[3] * 4)
+    unclear = compare_levels(res, {"x": [0, 2], "y": [1, 3]})
+    assert unclear.best == "y" and unclear.winner is None and unclear.contrasts[0].ci[0] < 0
+    # One seed somewhere: training noise is not in the draws, so no winner is declared.
+    res = Resamples(ids=("a", "b"), means=means, observed=[1.0, 1.1, 0.5, 0.6], n_seeds=[3, 1, 3, 3])
+    assert compare_levels(res, {"x": [0, 2], "y": [1, 3]}).winner is None
+
+
+# ------------------------------------------------------------------------------ grids on disk
+
+N_IMAGES = 12
+SPLIT_IMAGES = {"test": [f"t{j}" for j in range(N_IMAGES)], "test_novel": [f"n{j}" for j in range(N_IMAGES)]}
+DIFFICULTY = [0.1 * (j % 5) for j in range(N_IMAGES)]
+
+
+def _collapsed_reason(split: str) -> str:
+    """The reason the real collapse detector gives for one caption written for every image."""
+    info = caption_collapse(
+        {i: "there is a purple triangle on a dark background" for i in SPLIT_IMAGES[split]}
+    )
+    assert info["degenerate"]
+    return f"{split}: {info['reason']}"
+
+
+def _write(
+    root: Path, records: list, *, encoder, fusion, decoder, seed, level, degenerate=False, source=None
+):
+    """One completed cell whose per-image CIDEr is ``level + difficulty``; the record carries only the
+    grid runner's metrics summary, so ``degenerate`` and ``val_history`` come from metrics.json."""
+    cell = f"{encoder}-{fusion}-{decoder}-s{seed}"
+    run_dir = root / cell
+    run_dir.mkdir(parents=True)
+    metrics = {"components": {"dataset": "shapes", "encoder": encoder, "fusion": fusion, "decoder": decoder}}
+    for split, ids in SPLIT_IMAGES.items():
+        values = [level + d for d in DIFFICULTY]
+        (run_dir / f"scores_{split}.json").write_text(
+            json.dumps({i: {"CIDEr": v} for i, v in zip(ids, values)})
+        )
+        metrics[split] = {"Bleu_4": 0.2, "METEOR": 0.2, "ROUGE_L": 0.4, "CIDEr": sum(values) / len(values)}
+    metrics["cost"] = {"peak_memory_mb": 100.0, **({"peak_memory_source": source} if source else {})}
+    metrics["params"] = {"total": 1000}
+    metrics["val_history"] = [{"epoch": e, "CIDEr": level * (e + 1) / 3} for e in range(3)]
+    metrics["degenerate"] = _collapsed_reason("test") if degenerate else None
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    summary = {k: metrics[k] for k in ("test", "test_novel", "params", "cost", "components")}
+    assignment = {
+        "model.encoder.name": encoder,
+        "model.fusion.name": fusion,
+        "model.decoder.name": decoder,
+        "seed": seed,
+    }
+    records.append(
+        {
+            "cell": cell,
+            "status": "completed",
+            "assignment": assignment,
+            "seed": seed,
+            "run_dir": str(run_dir),
+            "metrics": summary,
+        }
+    )
+
+
+def _board(tmp_path: Path, cells: dict, *, seeds=(0, 1, 2), n_boot=400, **kwargs):
+    """``cells[(encoder, fusion, decoder)] = [level per seed]`` (or a dict with ``degenerate``)."""
+    root = tmp_path / "runs"
+    records: list = []
+    for (encoder, fusion, decoder), spec in cells.items():
+        spec = spec if isinstance(spec, dict) else {"levels": spec}
+        for seed, level in zip(seeds, spec["levels"]):
+            _write(
+                root,
+                records,
+                encoder=encoder,
+                fusion=fusion,
+                decoder=decoder,
+                seed=seed,
+                level=level,
+                degenerate=spec.get("degenerate", False),
+                source=kwargs.get("source"),
+            )
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return build_leaderboard(root, out_dir=tmp_path / "lb", n_boot=n_boot, seed=0)
+
+
+def _sentences(board, axis: str) -> dict[str, str]:
+    from fusionbench.leaderboard.verdict import verdict_sentence
+
+    return {v.split: verdict_sentence(v) for v in board.verdicts if v.axis == axis}
+
+
+def _printed(board) -> str:
+    console = Console(width=80, record=True)
+    print_leaderboard(board, console)
+    return console.export_text()
+
+
+def test_degenerate_configuration_marked_unranked_and_out_of_the_verdict(tmp_path):
+    cells = {
+        ("cnn", "attention", "lstm"): [0.80, 0.82, 0.81],
+        ("cnn", "late", "lstm"): [0.60, 0.61, 0.59],
+        # The highest score, but one caption for every image: not a result.
+        ("cnn", "early", "lstm"): {"levels": [0.95, 0.95, 0.95], "degenerate": True},
+    }
+    board = _board(tmp_path, cells)
+    assert [r["fusion"] for r in board.rows] == ["attention", "late", "early"]
+    assert [r["rank"] for r in board.rows] == [1, 2, None]
+    assert board.best["fusion"] == "attention"
+    early = board.rows[2]
+    reason = _collapsed_reason("test")
+    assert early["degenerate"] == f"3 of 3 seeds; seeds 0, 1, 2: {reason}"
+    assert "12 of 12 images get the same caption" in reason
+    # Not compared with #1 (not in Holm's family), but its interval is still shown.
+    assert early["p_vs_top"] is None and early["not_significant_vs_top"] is None
+    assert early["test_CIDEr_ci_lo"] is not None
+    assert board.rows[1]["p_vs_top"] == 0.0 and board.method.n_compared == 1
+
+    md = board.markdown_path.read_text()
+    table = [ln for ln in md.split("## Fusion")[0].splitlines() if ln.startswith("| ")]
+    assert table[3].startswith("| ‡ | cnn | early | lstm |")
+    assert "‡ degenerate: (nearly) one caption for every image" in md
+    assert f"- cnn-early-lstm: 3 of 3 seeds; seeds 0, 1, 2: {reason}" in md
+    with board.csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[2]["rank"] == "" and rows[2]["degenerate"].startswith(
+        "3 of 3 seeds; seeds 0, 1, 2: test: 12 of 12"
+    )
+    assert rows[0]["degenerate"] == ""
+    page = board.html_path.read_text()
+    assert "Degenerate (unranked)" in page and "12 of 12 images get the same caption" in page
+    assert "Degenerate (unranked)" in md and "‡" in _printed(board)
+
+    # The fusion summary and the verdict leave it out, and say so.
+    summary = {s["fusion"]: s for s in board.fusion_summary}
+    assert summary["early"]["n_configurations"] == 0 and summary["early"]["n_degenerate"] == 1
+    assert summary["early"]["test_CIDEr_mean"] is None
+    test = _sentences(board, "fusion")["test"]
+    assert test.startswith("test: `attention` wins")
+    assert "`early`" not in test.split("Left out")[0]
+    assert "Left out: degenerate `cnn-early-lstm`; fusion `early` (no usable configuration)." in test
+
+
+def test_one_seed_header_no_marks_image_only_intervals(tmp_path):
+    cells = {
+        ("cnn", "attention", "lstm"): [0.90],
+        ("cnn", "late", "lstm"): [0.60],
+        ("vit", "attention", "lstm"): [0.85],
+        ("vit", "late", "lstm"): [0.58],
+    }
+    board = _board(tmp_path, cells, seeds=(0,))
+    assert board.method.one_seed
+    for row in board.rows:
+        assert row["not_significant_vs_top"] is None and row["p_vs_top"] is None
+        assert row["test_CIDEr_ci_lo"] is not None and row["test_CIDEr_ci_over"] == "images"
+    md = board.markdown_path.read_text()
+    assert (
+        "**One seed per configuration: differences between configurations cannot be separated from "
+        "training noise" in md
+    )
+    assert "bootstrap interval over test images only" in md
+    table = [ln for ln in md.split("## Fusion")[0].splitlines() if ln.startswith("| ")]
+    assert all("†" not in ln for ln in table)
+    assert [ln.split("|")[1].strip() for ln in table[1:]] == ["1", "2", "3", "4"]
+    assert "resamples of the test images (one seed per configuration: no seed level)" in md
+    # A lead of 29 points over late is still "no clear winner": one seed cannot separate it from noise.
+    test = _sentences(board, "fusion")["test"]
+    assert test.startswith("test: no clear winner: `attention` leads `late` by 28.5")
+    assert (
+        "but with one seed per configuration the fusion strategies cannot be separated from training noise"
+        in test
+    )
+    assert "cannot be separated from training noise" in board.html_path.read_text()
+    assert "One seed per configuration" in _printed(board)
+
+
+def test_verdict_clear_winner_per_axis(tmp_path):
+    """attention beats late by 20 points in every encoder, with seeds that agree: a winner."""
+    cells = {}
+    for encoder, shift in (("cnn", 0.0), ("vit", -0.05)):
+        cells[(encoder, "attention", "lstm")] = [0.80 + shift, 0.81 + shift, 0.79 + shift]
+        cells[(encoder, "late", "lstm")] = [0.60 + shift, 0.61 + shift, 0.59 + shift]
+    board = _board(tmp_path, cells)
+    fusion = _sentences(board, "fusion")
+    for split in ("test", "test_novel"):
+        assert fusion[split].startswith(
+            f"{split}: `attention` wins: it is ahead of every other fusion strategy"
+        )
+        assert "over the 2 encoder × decoder combinations" in fusion[split]
+    # Encoders: cnn is 5 points ahead of vit with seeds within ±1: also a clear winner.
+    encoder = _sentences(board, "encoder")
+    assert encoder["test"].startswith("test: `cnn` wins")
+    md = board.markdown_path.read_text()
+    assert "## Encoders" in md and "## Decoders" not in md  # one decoder: no decoder section
+    assert "A level wins only when its mean CIDEr-D beats every other level after Holm correction" in md
+
+
+def test_verdict_no_clear_winner_inside_the_uncertainty(tmp_path):
+    """A 2-point lead with seeds spread over 20 points: no clear winner, with the lead and its interval."""
+    cells = {
+        ("cnn", "attention", "lstm"): [0.90, 0.70, 0.80],
+        ("cnn", "late", "lstm"): [0.68, 0.88, 0.78],
+        ("vit", "attention", "lstm"): [0.85, 0.65, 0.75],
+        ("vit", "late", "lstm"): [0.63, 0.83, 0.73],
+    }
+    board = _board(tmp_path, cells)
+    test = _sentences(board, "fusion")["test"]
+    assert test.startswith("test: no clear winner (`attention` leads `late` by 2.0, 95% interval [")
+    (v,) = [v for v in board.verdicts if v.axis == "fusion" and v.split == "test"]
+    (contrast,) = v.result.contrasts
+    assert contrast.ci[0] < 0 < contrast.ci[1] and contrast.p_holm > 0.05
+    assert board.rows[1]["not_significant_vs_top"] is True  # the leaderboard agrees: tied with #1
+    assert "no clear winner" in board.html_path.read_text()
+
+
+def test_validation_curves_and_memory_source_in_the_html(tmp_path):
+    cells = {("cnn", "attention", "lstm"): [0.8, 0.7, 0.9], ("vit", "late", "bert"): [0.5, 0.6, 0.4]}
+    board = _board(tmp_path, cells, source="torch.cuda.max_memory_allocated")
+    curves = tmp_path / "lb" / "shapes_val_curves.svg"
+    assert curves in board.plot_paths
+    svg = curves.read_text()
+    # Per configuration: a thin line per seed and a thick mean line; a panel per decoder.
+    assert svg.count("<polyline") == 2 * (3 + 1)
+    assert "cnn-attention-lstm, seed 1" in svg and "cnn-attention-lstm, mean over seeds" in svg
+    assert "decoder: bert" in svg and "decoder: lstm" in svg and "epochs trained" in svg
+    page = board.html_path.read_text()
+    assert "<h2>Validation curves</h2>" in page and svg.strip() in page
+    md = board.markdown_path.read_text()
+    assert (
+        "peak MB: torch.cuda.max_memory_allocated, as recorded in metrics.json cost.peak_memory_source" in md
+    )
+    assert "torch.cuda.max_memory_allocated" in _printed(board)
+
+
+def test_degenerate_reason_per_seed_and_from_an_older_collapse_block():
+    from fusionbench.leaderboard import Configuration, RunResult
+
+    def run(seed, metrics):
+        return RunResult(name=f"c-s{seed}", record={"seed": seed}, metrics=metrics, run_dir=None)
+
+    reason = _collapsed_reason("test")
+    config = Configuration(dataset="shapes", encoder="cnn", fusion="early", decoder="lstm", extras={})
+    config.runs = [
+        run(0, {"degenerate": None}),
+        run(1, {"degenerate": reason}),
+        # written before metrics.json had "degenerate": read from its collapse block
+        run(2, {"collapse": {"test_novel": {"degenerate": True, "reason": "only 1 distinct captions"}}}),
+    ]
+    assert (
+        config.degenerate == f"2 of 3 seeds; seed 1: {reason}; seed 2: test_novel: only 1 distinct captions"
+    )
+    config.runs = config.runs[:1]
+    assert config.degenerate is None
