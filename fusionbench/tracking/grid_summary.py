@@ -139,7 +139,7 @@ def _log_board(run, board, heatmap: str, cost: str) -> None:
             scatter, "params_total", "test_CIDEr", title="Test CIDEr-D (raw scale) vs parameters"
         )
     run.log(log)
-    top = board.rows[0] if board.rows else {}
+    top = board.best or {}  # None when every configuration is degenerate
     run.summary.update(
         {
             "configurations": len(board.rows),
