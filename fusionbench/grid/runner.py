@@ -2,10 +2,12 @@
 submitit, Ray; ``fusionbench.launchers``), failures isolated, resumable.
 
 A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``failed`` with its
-error and the traceback in ``<run_dir>/error.log``; the grid goes on. Running the same grid again
-skips cells whose last record is ``completed`` with the same config hash, and continues an
-interrupted cell from its ``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no
-result file is half-written: every file is written atomically) and stops.
+error and the traceback in ``<run_dir>/error.log``; the grid goes on. A cell's Lightning lines,
+logging and warnings go to ``<run_dir>/cell.log``; the console keeps the grid's progress and one
+line per finished cell. Running the same grid again skips cells whose last record is
+``completed`` with the same config hash, and continues an interrupted cell from its
+``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no result file is
+half-written: every file is written atomically) and stops.
 """
 
 from __future__ import annotations
@@ -375,17 +377,19 @@ def _run_launched(
 
 
 def finished_line(record: dict[str, Any]) -> str:
-    """The one console line of a finished cell: its CIDEr-D (x100) per split and its wall time."""
+    """The one console line of a finished cell: validation and test CIDEr-D (x100), wall time.
+
+    Short enough for an 80-column terminal with the default grid's longest cell name.
+    """
     metrics = record.get("metrics") or {}
     scores = [
-        f"{split} CIDEr {100 * metrics[split]['CIDEr']:.1f}"
-        for split in ("val", "test", "test_novel")
+        f"{split} {100 * metrics[split]['CIDEr']:.1f}"
+        for split in ("val", "test")
         if isinstance((metrics.get(split) or {}).get("CIDEr"), (int, float))
     ]
-    took = (
-        f" in {record['wall_seconds']:.0f}s" if isinstance(record.get("wall_seconds"), (int, float)) else ""
-    )
-    shown = f": {', '.join(scores)} (x100)" if scores else ""
+    shown = f": CIDEr x100 {' '.join(scores)}" if scores else ""
+    seconds = record.get("wall_seconds")
+    took = f" ({seconds:.0f}s)" if isinstance(seconds, (int, float)) else ""
     return f"[green]done[/green] {record['cell']}{shown}{took}"
 
 
