@@ -10,11 +10,17 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from fusionbench.errors import FusionbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import RenderableType
+
+    from fusionbench.grid import Grid
 
 console = Console(stderr=True)
 out = Console()
@@ -44,21 +50,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_grid(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from fusionbench.grid import load_grid
     from fusionbench.grid.runner import run_grid
     from fusionbench.metrics import check_java
 
     grid = load_grid(args.config, args.overrides, seeds=args.seeds)
     if args.dry_run:
-        table = Table(title=f"grid '{grid.name}': {len(grid.cells)} cells -> {grid.results_dir}")
-        table.add_column("cell")
-        table.add_column("hash", style="dim")
-        table.add_column("assignment")
-        for cell in grid.cells:
-            table.add_row(cell.name, cell.hash, ", ".join(f"{k}={v}" for k, v in cell.assignment.items()))
-        out.print(table)
+        out.print(grid_plan(grid))
         return 0
     check_java()
     summary = run_grid(
@@ -90,6 +88,50 @@ def _run_grid(args: argparse.Namespace) -> int:
         print_leaderboard(board, out)
         out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
     return 1 if summary.failed else 0
+
+
+HASH_SHOWN = 8  # characters of a cell's config hash in the dry-run table (unique in any real grid)
+
+
+def _short_key(key: str) -> str:
+    """``model.encoder.name`` -> ``encoder``, ``optim.lr`` -> ``lr``: a column header for an axis."""
+    parts = key.split(".")
+    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+def grid_plan(grid: Grid) -> RenderableType:
+    """The ``--dry-run`` listing: one row per cell, one narrow column per axis, a legend below.
+
+    Axis keys are shortened to their last part (``model.fusion.name`` -> ``fusion``) so the table
+    of the default 27-cell grid reads in an 80-column terminal; the legend gives the full keys.
+    """
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    keys: list[str] = []
+    for cell in grid.cells:
+        keys.extend(k for k in cell.assignment if k not in keys)
+    short = [_short_key(k) for k in keys]
+    headers = [h if short.count(h) == 1 else k for h, k in zip(short, keys)]
+    table = Table(
+        title=f"grid '{grid.name}': {len(grid.cells)} cells -> {grid.results_dir}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,  # the box's blank column rule is the one-space gap
+    )
+    table.add_column("cell", no_wrap=True)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    table.add_column("hash", style="dim", no_wrap=True)
+    for cell in grid.cells:
+        values = [str(cell.assignment[k]) if k in cell.assignment else "-" for k in keys]
+        table.add_row(cell.name, *values, cell.hash[:HASH_SHOWN])
+    legend = [f"{h} = {k}" for h, k in zip(headers, keys) if h != k]
+    legend.append(f"hash = the first {HASH_SHOWN} characters of the cell's config hash")
+    return Group(table, Text("columns: " + "; ".join(legend), style="dim"))
 
 
 def _command_line() -> str:
@@ -327,7 +369,7 @@ def _cmd_detector_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
-    from fusionbench.inference import caption_main
+    from fusionbench.inference.cli import caption_main
 
     return caption_main(args)
 
@@ -348,10 +390,50 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose arguments may be added on first use (``lazy_arguments``).
+
+    ``fusionbench caption``'s arguments come from the inference code, which imports torch; adding
+    them only when that subcommand is parsed (or its help is shown) keeps ``fusionbench --help``
+    and ``fusionbench score`` free of torch.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        lazy_arguments: Callable[[argparse.ArgumentParser], Any] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self._lazy_arguments = lazy_arguments
+
+    def _populate(self) -> None:
+        add, self._lazy_arguments = self._lazy_arguments, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._populate()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._populate()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._populate()
+        return super().format_help()
+
+
+def _caption_arguments(parser: argparse.ArgumentParser) -> None:
+    from fusionbench.inference.cli import add_caption_arguments  # imports no torch
+
+    add_caption_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fusionbench", description="Benchmark fusion strategies for image captioning."
-    )
+    """The ``fusionbench`` parser. Building it imports nothing heavy (no torch, no Lightning)."""
+    parser = _Parser(prog="fusionbench", description="Benchmark fusion strategies for image captioning.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -468,10 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     q.set_defaults(func=_cmd_detector_train)
 
-    from fusionbench.inference import add_caption_arguments
-
-    p = sub.add_parser("caption", help="caption images with a trained checkpoint")
-    add_caption_arguments(p)
+    p = sub.add_parser(
+        "caption", help="caption images with a trained checkpoint", lazy_arguments=_caption_arguments
+    )
     p.set_defaults(func=_cmd_caption)
 
     p = sub.add_parser(
@@ -494,10 +575,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; dotlist overrides may come before, between or after the flags.
+
+    argparse fills a ``nargs="*"`` positional from the first run of positionals only, so in
+    ``run grid.yaml --no-progress trainer.max_epochs=2`` the override would be "unrecognized".
+    Positionals left over by a subcommand that takes overrides are appended to its overrides, in
+    command-line order (later ones still win); anything else left over is an error, as before.
+    ``parse_intermixed_args`` does this for a flat parser but refuses subcommands.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [a for a in extra if a.startswith("-")]  # a non-override is explained by load_config
+        if stray or not isinstance(getattr(args, "overrides", None), list):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("FUSIONBENCH_ONLINE") is None else None
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except FusionbenchError as err:

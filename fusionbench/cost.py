@@ -25,26 +25,40 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 
-def count_parameters(module: nn.Module) -> dict[str, Any]:
-    """``{"total", "trainable", "components": {child: total}, "trainable_components": {child: trainable}}``.
+def _unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():  # de-duplicates within a module; the dict across modules
+            seen.setdefault(id(p), p)
+    return list(seen.values())
 
-    Shared parameters are counted once (``module.parameters()`` de-duplicates them).
+
+def count_parameters(
+    module: nn.Module, groups: Mapping[str, Sequence[nn.Module]] | None = None
+) -> dict[str, Any]:
+    """``{"total", "trainable", "components": {group: total}, "trainable_components": {group: trainable}}``.
+
+    ``groups`` names the parts to count (a part may join several modules, e.g. both projections);
+    by default every top-level child is a part. Shared parameters are counted once, in the totals
+    and within a part. The one parameter counter: ``CaptioningModel.parameter_counts`` uses it too.
     """
-    children = dict(module.named_children())
+    if groups is None:
+        groups = {name: [child] for name, child in module.named_children()}
+    params = {name: _unique_parameters(mods) for name, mods in groups.items()}
+    everything = _unique_parameters([module])
     return {
-        "total": sum(p.numel() for p in module.parameters()),
-        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
-        "components": {name: sum(p.numel() for p in child.parameters()) for name, child in children.items()},
+        "total": sum(p.numel() for p in everything),
+        "trainable": sum(p.numel() for p in everything if p.requires_grad),
+        "components": {name: sum(p.numel() for p in ps) for name, ps in params.items()},
         "trainable_components": {
-            name: sum(p.numel() for p in child.parameters() if p.requires_grad)
-            for name, child in children.items()
+            name: sum(p.numel() for p in ps if p.requires_grad) for name, ps in params.items()
         },
     }
 

@@ -10,9 +10,7 @@ and ``checkpoints/best.ckpt``. Every file is written atomically.
 
 from __future__ import annotations
 
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,11 @@ from fusionbench.data.module import CaptionDataModule, CaptionImages, batch_inpu
 from fusionbench.data.stats import data_report
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_json, atomic_write_text
+from fusionbench.logs import quiet_known_noise
 from fusionbench.metrics.collapse import caption_collapse
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
+from fusionbench.naming import components
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates
@@ -166,22 +166,6 @@ def attach_features(cfg: DictConfig, model, datamodule: CaptionDataModule, datas
     return {"source": "cache", **info}
 
 
-# A frozen backbone stays in eval mode on purpose (fixed BatchNorm statistics); Lightning warns about it.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Lightning 2.6 on torch 2.14 warns about its own use of a torch pytree API at every fit and test.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-class _NoAdvert(logging.Filter):
-    """Drop Lightning's logging-service tip, which it prints again for every run of a grid."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
-
-
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdvert())
-
-
 def _limit(value: Any) -> Any:
     """``limit_*_batches``: the float 1.0 (all batches) is Lightning's default; passing it explicitly
     only makes Lightning print that it was configured. An int 1 (one batch) is passed as is."""
@@ -257,6 +241,7 @@ def run_experiment(
     """
     from fusionbench.tracking import NullTracker, start_run_tracking
 
+    quiet_known_noise()
     tracker = start_run_tracking(cfg, run_dir_for(cfg)) if is_rank_zero() else NullTracker()
     ok = False
     try:
@@ -351,12 +336,7 @@ def _run_experiment(
         "run_name": run_dir.name,
         "seed": int(cfg.seed),
         "status": "completed",
-        "components": {
-            "dataset": str(cfg.data.name),
-            "encoder": str(cfg.model.encoder.name),
-            "fusion": str(cfg.model.fusion.name),
-            "decoder": str(cfg.model.decoder.name),
-        },
+        "components": components(cfg),
         "scale": SCALE_NOTE,
         "val": module.best_val,
         "val_history": module.val_history,
@@ -432,6 +412,7 @@ def evaluate_checkpoint(
     from fusionbench.config import parse_overrides
     from fusionbench.errors import ConfigError
 
+    quiet_known_noise()
     path = Path(checkpoint).expanduser()
     model, saved_cfg = rebuild_model(read_checkpoint(path), path)
     layer = parse_overrides(list(overrides))

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from fusionbench.cost import count_parameters
 from fusionbench.decoders.base import Decoder
 from fusionbench.decoding import beam_search, greedy_search
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
@@ -123,16 +124,14 @@ class CaptioningModel(nn.Module):
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component (projections counted with the encoder side) and in total."""
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        out = {
-            "encoder": count(self.encoder),
-            "projection": count(self.token_proj) + count(self.pooled_proj),
-            "fusion": count(self.fusion),
-            "decoder": count(self.decoder),
+        parts = {
+            "encoder": [self.encoder],
+            "projection": [self.token_proj, self.pooled_proj],
+            "fusion": [self.fusion],
+            "decoder": [self.decoder],
         }
-        out["total"] = sum(out.values())
-        out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return out
+        counts = count_parameters(self, parts)
+        return {**counts["components"], "total": counts["total"], "trainable": counts["trainable"]}
 
 
 def build_tokenizer(model_cfg: DictConfig, captions: list[str], min_count: int):

@@ -1,9 +1,14 @@
 """The ``fusionbench`` command end to end: a tiny run, scoring files, and clean errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from fusionbench.cli import main
 from fusionbench.metrics import METRIC_KEYS, score_captions
@@ -45,6 +50,12 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
         metrics["params"][k] for k in ("encoder", "projection", "fusion", "decoder")
     )
     assert metrics["cost"]["train_images_per_s"] > 0
+    assert metrics["components"] == {
+        "dataset": "shapes",
+        "encoder": "cnn",
+        "fusion": "attention",
+        "decoder": "lstm",
+    }
     assert metrics["cost"]["inference_ms_per_image"]["test"] > 0
     preds = json.loads((run / "predictions.json").read_text())
     assert len(preds) == 8 and all(set(p) == {"image_id", "caption"} for p in preds)
@@ -162,3 +173,174 @@ def test_detector_train_command_writes_a_checkpoint_the_regions_encoder_loads(ti
     assert "detector_checkpoint=" in capsys.readouterr().out
     enc = ENCODERS.build({"name": "regions", "box_source": "detector", "detector_checkpoint": str(ckpt)})
     assert enc.detector is not None and not any(p.requires_grad for p in enc.detector.parameters())
+
+
+# -- what a command imports -----------------------------------------------------------------------
+HEAVY = ("torch", "torchmetrics", "torchvision", "pytorch_lightning", "lightning_fabric")
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
+
+
+IMPORTED = (
+    """
+import json, sys
+from fusionbench.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:  # --help
+    code = e.code
+print(json.dumps({"code": code, "heavy": [m for m in HEAVY if m in sys.modules]}), file=sys.stderr)
+"""
+).replace("HEAVY", repr(HEAVY))
+
+
+def imported(*argv: str) -> tuple[dict, str]:
+    proc = run_python(IMPORTED, *argv)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    return report, proc.stdout
+
+
+def test_score_and_help_import_no_torch_or_lightning(tmp_path):
+    p = write_json(tmp_path / "p.json", [{"image_id": 1, "caption": "a red circle left of a blue square"}])
+    r = write_json(
+        tmp_path / "r.json",
+        {
+            "images": [{"id": 1}],
+            "annotations": [{"image_id": 1, "caption": "A red circle left of a square."}],
+        },
+    )
+    report, out = imported("score", "--predictions", p, "--references", r)
+    assert report == {"code": 0, "heavy": []}
+    assert set(METRIC_KEYS) <= set(json.loads(out))  # it scored
+    report, out = imported("--help")
+    assert report == {"code": 0, "heavy": []} and "score" in out and "caption" in out
+
+
+def test_caption_arguments_are_added_when_that_command_is_parsed(capsys):
+    from fusionbench.cli import parse_args
+
+    args = parse_args(["caption", "a.png", "b.png", "--checkpoint", "best.ckpt", "--beam", "3"])
+    assert args.images == ["a.png", "b.png"] and args.checkpoint == "best.ckpt" and args.beam == 3
+    with pytest.raises(SystemExit):
+        parse_args(["caption", "--help"])
+    assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_importing_a_run_installs_no_warning_or_log_filters():
+    code = """
+import logging, warnings
+import pytorch_lightning, torch  # their own import-time filters are not ours to judge
+before = list(warnings.filters)
+import fusionbench.experiment, fusionbench.grid.runner
+assert warnings.filters == before, [f for f in warnings.filters if f not in before]
+rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+assert not rank_zero.filters, rank_zero.filters
+from fusionbench.logs import quiet_known_noise
+quiet_known_noise(); quiet_known_noise()
+added = [f for f in warnings.filters if f not in before]
+assert len(added) == 2 and len(rank_zero.filters) == 1, (added, rank_zero.filters)
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# -- overrides after flags ------------------------------------------------------------------------
+def test_overrides_may_follow_flags(tiny_config, capsys):
+    assert main(["validate", str(tiny_config), "--print", "trainer.max_epochs=3"]) == 0
+    assert "max_epochs: 3" in capsys.readouterr().out
+    assert main(["data", "stats", str(tiny_config), "data.num_val=4", "--json", "data.num_test=2"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["splits"]["val"]["images"] == 4 and stats["splits"]["test"]["images"] == 2
+    grid = Path(__file__).parent / "configs" / "tiny_grid.yaml"
+    assert main(["run", str(grid), "--dry-run", "--no-progress", "seed=7"]) == 0
+    assert "late-s7" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:  # a flag nobody knows is still an error
+        main(["run", str(grid), "--dry-run", "--bogus", "seed=7"])
+    assert info.value.code == 2 and "--bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # score takes no overrides
+        main(["score", "--predictions", "p.json", "--references", "r.json", "seed=1"])
+    assert_clean_error(capsys, main(["validate", str(tiny_config), "--print", "oops"]), "oops", "key=value")
+
+
+# -- tables in an 80-column terminal ----------------------------------------------------------------
+def render(renderable, width: int = 80) -> list[str]:
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_dry_run_table_of_the_default_grid_reads_in_80_columns():
+    from fusionbench.cli import grid_plan
+    from fusionbench.grid import load_grid
+
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml")
+    lines = render(grid_plan(grid))
+    assert max(len(line) for line in lines) <= 80
+    assert not any("\u2026" in line for line in lines)  # nothing cut to an ellipsis
+    rows = {
+        line.split()[0]: line.split() for line in lines if line.split() and line.split()[0].endswith("-s0")
+    }
+    assert len(rows) == 27  # one row per cell, none wrapped
+    cell = grid.cells[1]
+    assert rows[cell.name][1:] == [*(str(v) for v in cell.assignment.values()), cell.hash[:8]]
+    header = next(line for line in lines if line.split()[:1] == ["cell"]).split()
+    assert header == ["cell", "encoder", "fusion", "decoder", "seed", "hash"]
+    legend = " ".join(" ".join(lines[-3:]).split())
+    assert "encoder = model.encoder.name" in legend and "decoder = model.decoder.name" in legend
+
+
+def test_data_stats_read_in_80_columns(tiny_config):
+    from fusionbench.config import load_config
+    from fusionbench.data.stats import dataset_stats, format_stats
+    from fusionbench.registry import DATASETS
+
+    stats = dataset_stats(DATASETS.build(load_config(tiny_config).data))
+    lines = render(format_stats(stats))
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= 80 and "\u2026" not in text
+    header = next(line for line in lines if "train" in line and "test_novel" in line).split()
+    assert header == ["train", "val", "test", "test_novel"]
+    for label in (
+        "images",
+        "captions",
+        "vocabulary (words)",
+        "missing images",
+        "corrupt images",
+        "empty captions",
+    ):
+        row = next(line for line in lines if line.strip().startswith(label))
+        assert len(row.split()) >= 4 + len(label.split()), row
+    images = next(line for line in lines if line.strip().startswith("images ")).split()[1:]
+    assert images == [f"{stats['splits'][s]['images']:,}" for s in ("train", "val", "test", "test_novel")]
+    many = {**stats, "splits": {f"split{k}": stats["splits"]["val"] for k in range(7)}}
+    assert max(len(line) for line in render(format_stats(many))) <= 80  # more splits: more tables
+
+
+# -- a grid's console ------------------------------------------------------------------------------
+def test_grid_console_shows_its_progress_and_each_cell_keeps_lightnings_lines_in_its_log(tmp_path):
+    grid = Path(__file__).parent / "configs" / "tiny_grid.yaml"
+    cmd = [sys.executable, "-m", "fusionbench.cli", "run", str(grid), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    proc = subprocess.run(
+        [*cmd, f"output_dir={tmp_path}", "--leaderboard-dir", "", "trainer.max_epochs=1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    for banner in ("GPU available", "TPU available", "Restoring states", "Loaded model weights"):
+        assert banner not in console, banner
+    done = [line for line in console.splitlines() if line.startswith("done ")]
+    assert [line.split()[1].rstrip(":") for line in done] == ["late-s0", "attention-s0"]
+    assert all("CIDEr" in line for line in done)
+    for cell in ("late-s0", "attention-s0"):
+        log = (tmp_path / "tiny-grid" / cell / "cell.log").read_text()
+        assert "GPU available" in log and "Loaded model weights" in log, log[-2000:]

@@ -47,9 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -61,6 +59,7 @@ import numpy as np
 
 from fusionbench.data.base import CaptionDataset, CaptionSplit
 from fusionbench.errors import ConfigError, DataError
+from fusionbench.io import atomic_write
 from fusionbench.paths import cache_dir
 from fusionbench.registry import DATASETS
 
@@ -592,15 +591,9 @@ def _split_seed(seed: int, name: str) -> np.random.SeedSequence:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A cache file via ``fusionbench.io.atomic_write``: readers never see half a file; no fsync
+    (the cache is regenerated when lost)."""
+    atomic_write(path, write, fsync=False)
 
 
 @DATASETS.register("shapes")

@@ -156,46 +156,65 @@ def data_report(dataset: CaptionDataset, splits: list[str] | None = None) -> dic
     return out
 
 
-def format_stats(stats: dict[str, Any]):
-    """A rich renderable (tables and notes) of ``dataset_stats``' output, for ``console.print``."""
-    from rich.console import Group
+#: Splits per table in ``format_stats``: with the statistics as rows, four splits and the row
+#: labels fit an 80-column terminal; more splits continue in another table.
+SPLITS_PER_TABLE = 4
+
+
+def _split_columns(title: str, names: list[str]):
+    from rich import box
     from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("", no_wrap=True)
+    for name in names:
+        table.add_column(name, justify="right", overflow="fold")
+    return table
+
+
+def format_stats(stats: dict[str, Any]):
+    """A rich renderable (tables and notes) of ``dataset_stats``' output, for ``console.print``.
+
+    Statistics are rows and splits are columns (at most ``SPLITS_PER_TABLE`` per table), so the
+    labels are written out in full and the tables read in an 80-column terminal.
+    """
+    from rich.console import Group
     from rich.text import Text
 
     splits = stats["splits"]
-    table = Table(title=f"dataset {stats['dataset']}", title_justify="left")
-    for col in ("split", "images", "captions", "caps/img min/mean/max", "words/caption"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    table.add_column("words min/median/p95/max", justify="right")
-    table.add_column("vocab", justify="right")
-    table.add_column("OOV", justify="right")
-    for col in ("missing", "corrupt", "no caption", "empty caption"):
-        table.add_column(col, justify="right")
-    for name, s in splits.items():
-        cpi, cl = s["captions_per_image"], s["caption_length"]
-        table.add_row(
-            name,
-            f"{s['images']:,}",
-            f"{s['captions']:,}",
-            f"{cpi['min']}/{cpi['mean']:.1f}/{cpi['max']}",
-            f"{cl['mean']:.1f}",
-            f"{cl['min']}/{cl['median']:g}/{cl['p95']:g}/{cl['max']}",
-            f"{s['vocabulary']:,}",
-            f"{100 * s['oov_rate']:.1f}%" if "oov_rate" in s else "-",
-            str(s["missing_images"]),
-            str(s["bad_images"]),
-            str(s["no_captions"]),
-            str(s["empty_captions"]),
-        )
-    hist = Table(title="caption length (words): captions per bucket", title_justify="left")
-    hist.add_column("split")
+    names = list(splits)
+    rows: list[tuple[str, Any]] = [
+        ("images", lambda s: f"{s['images']:,}"),
+        ("captions", lambda s: f"{s['captions']:,}"),
+        ("captions/image min/mean/max", lambda s: "{min}/{mean:.1f}/{max}".format(**s["captions_per_image"])),
+        ("words/caption: mean", lambda s: f"{s['caption_length']['mean']:.1f}"),
+        ("words/caption: min", lambda s: f"{s['caption_length']['min']}"),
+        ("words/caption: median", lambda s: f"{s['caption_length']['median']:g}"),
+        ("words/caption: 95th pct", lambda s: f"{s['caption_length']['p95']:g}"),
+        ("words/caption: max", lambda s: f"{s['caption_length']['max']}"),
+        ("vocabulary (words)", lambda s: f"{s['vocabulary']:,}"),
+        ("OOV (words unseen in train)", lambda s: f"{100 * s['oov_rate']:.1f}%" if "oov_rate" in s else "-"),
+        ("missing images", lambda s: str(s["missing_images"])),
+        ("corrupt images", lambda s: str(s["bad_images"])),
+        ("images without captions", lambda s: str(s["no_captions"])),
+        ("empty captions", lambda s: str(s["empty_captions"])),
+    ]
     buckets = [_bucket_name(lo, hi) for lo, hi in LENGTH_BUCKETS]
-    for b in buckets:
-        hist.add_column(b, justify="right")
-    for name, s in splits.items():
-        h = s["caption_length"]["histogram"]
-        hist.add_row(name, *(f"{h.get(b, 0):,}" for b in buckets))
-    parts: list[Any] = [table, hist]
+    parts: list[Any] = []
+    for first in range(0, max(len(names), 1), SPLITS_PER_TABLE):
+        chunk = names[first : first + SPLITS_PER_TABLE]
+        table = _split_columns(f"dataset {stats['dataset']}" if first == 0 else "", chunk)
+        for label, cell in rows:
+            table.add_row(label, *(cell(splits[n]) for n in chunk))
+        parts.append(table)
+    for first in range(0, max(len(names), 1), SPLITS_PER_TABLE):
+        chunk = names[first : first + SPLITS_PER_TABLE]
+        hist = _split_columns("captions per caption length (words)" if first == 0 else "", chunk)
+        for b in buckets:
+            hist.add_row(
+                f"{b} words", *(f"{splits[n]['caption_length']['histogram'].get(b, 0):,}" for n in chunk)
+            )
+        parts.append(hist)
     vocab = stats["vocabulary"]
     if vocab.get("train") is not None:
         parts.append(

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from fusionbench.errors import ConfigError, DataError
+from fusionbench.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +148,7 @@ def save_detector(model: nn.Module, path: str | Path, **meta: Any) -> Path:
         **meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_detector(path: str | Path, key: str = "model.encoder.detector_checkpoint") -> tuple[nn.Module, dict]:

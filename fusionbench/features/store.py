@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fusionbench.errors import ConfigError, DataError
-from fusionbench.io import atomic_write_json
+from fusionbench.io import AtomicPath, atomic_write, atomic_write_json
 
 MANIFEST = "manifest.json"
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -194,9 +194,13 @@ class FeatureWriter:
         self.hdf5 = is_hdf5(self.path)
         self.count = 0
         if self.hdf5:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            self._file = _h5py(self.path).File(self._tmp, "w")
+            h5py = _h5py(self.path)
+            self._pending = AtomicPath(self.path, fsync=False)  # renamed into place by close()
+            try:
+                self._file = h5py.File(self._pending.tmp, "w")
+            except BaseException:
+                self._pending.discard()
+                raise
         else:
             self.path.mkdir(parents=True, exist_ok=True)
 
@@ -208,21 +212,20 @@ class FeatureWriter:
                     del group[name]
                 group.create_dataset(name, data=np.asarray(value))
         else:
-            final = self.path / f"{int(image_id)}.npz"
-            tmp = self.path / f".{int(image_id)}.tmp-{os.getpid()}.npz"
-            np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, final)
+            data = {k: np.asarray(v) for k, v in arrays.items()}
+            # one small file per image, rewritten by a rerun: no fsync (as before)
+            atomic_write(self.path / f"{int(image_id)}.npz", lambda f: np.savez(f, **data), fsync=False)
         self.count += 1
 
     def close(self, manifest: Mapping[str, Any]) -> None:
         if self.hdf5:
             self._file.attrs["manifest"] = json.dumps(dict(manifest))
             self._file.close()
-            os.replace(self._tmp, self.path)
+            self._pending.commit()
         else:
             atomic_write_json(self.path / MANIFEST, dict(manifest))
 
     def abort(self) -> None:
         if self.hdf5:
             self._file.close()
-            self._tmp.unlink(missing_ok=True)
+            self._pending.discard()

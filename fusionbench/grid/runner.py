@@ -2,14 +2,17 @@
 submitit, Ray; ``fusionbench.launchers``), failures isolated, resumable.
 
 A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``failed`` with its
-error and the traceback in ``<run_dir>/error.log``; the grid goes on. Running the same grid again
-skips cells whose last record is ``completed`` with the same config hash, and continues an
-interrupted cell from its ``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no
-result file is half-written: every file is written atomically) and stops.
+error and the traceback in ``<run_dir>/error.log``; the grid goes on. A cell's Lightning lines,
+logging and warnings go to ``<run_dir>/cell.log``; the console keeps the grid's progress and one
+line per finished cell. Running the same grid again skips cells whose last record is
+``completed`` with the same config hash, and continues an interrupted cell from its
+``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no result file is
+half-written: every file is written atomically) and stops.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import traceback
@@ -20,6 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,8 +34,12 @@ from rich.progress import (
 )
 
 from fusionbench.grid import Cell, Grid
+from fusionbench.logs import log_to_file, quiet_known_noise
+from fusionbench.naming import components
 from fusionbench.results import ResultsStore, git_commit, now_iso
 
+log = logging.getLogger(__name__)
+CELL_LOG = "cell.log"  # in each cell's run folder: Lightning's lines, logging and warnings of the cell
 SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components")
 DIST_ENV = (
     "MASTER_ADDR",
@@ -113,6 +121,8 @@ def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
     proc = subprocess.run(
         cmd + (["--resume"] if resume else []), capture_output=True, text=True, check=False, env=env
     )
+    with open(run_dir / CELL_LOG, "a", encoding="utf-8") as f:  # its console output, as its cell log
+        f.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
         (run_dir / "error.log").write_text(proc.stdout + "\n" + proc.stderr, encoding="utf-8")
@@ -123,16 +133,24 @@ def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
 
 
 def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> dict[str, Any]:
-    """Run one cell and return its results record (never raises for a failing cell)."""
+    """Run one cell and return its results record (never raises for a failing cell).
+
+    Lightning's per-run lines, logging and warnings go to ``<run_dir>/cell.log``, not the console
+    (``fusionbench.logs.log_to_file``), so a grid's console keeps its own progress display.
+    """
     from fusionbench.experiment import run_experiment
 
     record = _base_record(cell)
     start = time.perf_counter()
     try:
-        if needs_own_process(cell.config):
-            metrics = _execute_in_subprocess(cell, resume)
-        else:
-            metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
+        with log_to_file(_run_dir(cell) / CELL_LOG):
+            log.info(
+                "cell %s (config hash %s) starts%s", cell.name, cell.hash, " (resuming)" if resume else ""
+            )
+            if needs_own_process(cell.config):
+                metrics = _execute_in_subprocess(cell, resume)
+            else:
+                metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
         record.update(status="completed", metrics={k: metrics[k] for k in SUMMARY_KEYS if k in metrics})
     except Exception as err:  # a failing cell must not stop the grid
         message = f"{type(err).__name__}: {err}".strip()
@@ -153,12 +171,7 @@ def _base_record(cell: Cell) -> dict[str, Any]:
         "error": None,
         "assignment": cell.assignment,
         "seed": cell.seed,
-        "components": {
-            "dataset": str(cfg.data.name),
-            "encoder": str(cfg.model.encoder.name),
-            "fusion": str(cfg.model.fusion.name),
-            "decoder": str(cfg.model.decoder.name),
-        },
+        "components": components(cfg),
         "run_dir": str(_run_dir(cell)),
         "git_commit": git_commit(),
         "started_at": now_iso(),
@@ -242,6 +255,7 @@ def run_grid(
     ``ray``), at most ``jobs`` at once on this machine.
     """
     console = console or Console(stderr=True)
+    quiet_known_noise()
     store = ResultsStore(grid.results_dir)
     store.claim(grid.name, grid.source, force=force)
     todo, skipped, resume = plan(grid, store, force)
@@ -263,10 +277,14 @@ def run_grid(
             store.append(record)
             if record["status"] == "completed":
                 summary.completed.append(record["cell"])
+                console.print(finished_line(record), highlight=False)
             else:
                 summary.failed[record["cell"]] = record.get("error") or "failed"
+                where = Path(record.get("run_dir") or ".") / "error.log"
                 console.print(
-                    f"[red]cell {record['cell']} failed:[/red] {record.get('error')}", highlight=False
+                    f"[red]cell {record['cell']} failed:[/red] {escape(str(record.get('error')))}"
+                    + (f" (traceback in {where})" if record["status"] == "failed" else ""),
+                    highlight=False,
                 )
             bar.update(overall, advance=1, description=_describe(summary, len(grid.cells)))
 
@@ -356,6 +374,23 @@ def _run_launched(
         summary.interrupted = ", ".join(c.name for c in [*pending.values(), *queue]) or "the grid"
     finally:
         runner.close()
+
+
+def finished_line(record: dict[str, Any]) -> str:
+    """The one console line of a finished cell: validation and test CIDEr-D (x100), wall time.
+
+    Short enough for an 80-column terminal with the default grid's longest cell name.
+    """
+    metrics = record.get("metrics") or {}
+    scores = [
+        f"{split} {100 * metrics[split]['CIDEr']:.1f}"
+        for split in ("val", "test")
+        if isinstance((metrics.get(split) or {}).get("CIDEr"), (int, float))
+    ]
+    shown = f": CIDEr x100 {' '.join(scores)}" if scores else ""
+    seconds = record.get("wall_seconds")
+    took = f" ({seconds:.0f}s)" if isinstance(seconds, (int, float)) else ""
+    return f"[green]done[/green] {record['cell']}{shown}{took}"
 
 
 def _describe(summary: GridSummary, total: int) -> str:

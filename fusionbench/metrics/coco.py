@@ -197,6 +197,8 @@ def _get_meteor():
             f"METEOR jar not found at {jar}. Reinstall pycocoevalcap (`pip install --force-reinstall pycocoevalcap`)."
         )
     _METEOR = Meteor()
+    atexit.unregister(close_meteor)  # registered once, when a JVM first exists (not at import)
+    atexit.register(close_meteor)
     return _METEOR
 
 
@@ -229,8 +231,6 @@ def close_meteor() -> None:
     finally:
         _METEOR_LOCK.release()
 
-
-atexit.register(close_meteor)
 
 # METEOR statistics of (cleaned hypothesis, references) pairs already scored. METEOR scores every
 # "SCORE" line on its own (the corpus score comes from the "EVAL" line over all statistics), so a

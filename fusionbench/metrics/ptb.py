@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusionbench.errors import MetricUnavailableError, ScoreInputError
+from fusionbench.io import atomic_write_text
 
 # Characters Python's str.splitlines() splits on, plus NUL; Java's PTBTokenizer (-preserveLines)
 # starts a new line at several of them, which would shift every later caption to the wrong image.
@@ -204,8 +205,6 @@ def _load_disk(key: str, refs: dict[int, list[str]]) -> PreparedReferences | Non
 
 
 def _save_disk(prepared: PreparedReferences) -> None:
-    from fusionbench.io import atomic_write_json
-
     data = {
         "format": CACHE_FORMAT,
         "key": prepared.key,
@@ -213,7 +212,8 @@ def _save_disk(prepared: PreparedReferences) -> None:
         "tokenized": list(prepared.tokenized.values()),
     }
     try:
-        atomic_write_json(_disk_path(prepared.key), data)
+        # compact and not fsynced: a cache on the scoring path, and a damaged file is rebuilt
+        atomic_write_text(_disk_path(prepared.key), json.dumps(data, ensure_ascii=False), fsync=False)
     except OSError:
         pass  # the disk cache is an optimisation only
 

@@ -44,6 +44,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from fusionbench.io import atomic_write_json
+from fusionbench.naming import components
 from fusionbench.tracking.media import attention_captions, enlarge, sample_indices
 from fusionbench.tracking.mode import ModeDecision, resolve_mode
 
@@ -71,15 +72,6 @@ def wandb_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(base, node) if node is not None else base
 
 
-def components(cfg: DictConfig) -> dict[str, str]:
-    return {
-        "encoder": str(cfg.model.encoder.name),
-        "fusion": str(cfg.model.fusion.name),
-        "decoder": str(cfg.model.decoder.name),
-        "dataset": str(cfg.data.name),
-    }
-
-
 def run_config(cfg: DictConfig, run_name: str) -> dict[str, Any]:
     """The nested config plus the flat comparison keys (flat keys never shadow a nested section)."""
     nested = OmegaConf.to_container(cfg, resolve=True)
@@ -88,8 +80,9 @@ def run_config(cfg: DictConfig, run_name: str) -> dict[str, Any]:
 
 
 def run_tags(cfg: DictConfig, extra: list[str] | None = None) -> list[str]:
+    names = components(cfg)
     tags: list[str] = []
-    for tag in [*components(cfg).values(), *(extra or [])]:
+    for tag in [*(names[k] for k in FLAT_KEYS if k in names), *(extra or [])]:  # encoder first
         tag = str(tag)[:64]
         if tag and tag not in tags:
             tags.append(tag)
