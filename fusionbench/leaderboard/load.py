@@ -16,15 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusionbench import naming
 from fusionbench.errors import DataError
 from fusionbench.leaderboard.formatting import fmt_value
 
-COMPONENT_KEYS = {
-    "model.encoder.name": "encoder",
-    "model.fusion.name": "fusion",
-    "model.decoder.name": "decoder",
-    "data.name": "dataset",
-}
+COMPONENT_KEYS = {key: kind for kind, key in naming.COMPONENT_KEYS.items()}
 """Assignment keys that name a configuration's components, and the column each becomes."""
 SEED_KEY = "seed"
 FILE_ONLY_KEYS = ("degenerate", "collapse", "val_history")
