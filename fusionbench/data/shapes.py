@@ -53,10 +53,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from fusionbench.checks import NonNegativeInt, Range, check_config, full_key
 from fusionbench.data.base import CaptionDataset, CaptionSplit
 from fusionbench.data.shapes_grammar import Captioner
 from fusionbench.data.shapes_scene import (
@@ -94,6 +95,11 @@ NOVEL_PAIRS: tuple[tuple[str, str], ...] = (
 ALL_PAIRS: tuple[tuple[str, str], ...] = tuple((c, s) for c in COLOURS for s in SHAPES)
 SEEN_PAIRS: tuple[tuple[str, str], ...] = tuple(p for p in ALL_PAIRS if p not in NOVEL_PAIRS)
 
+#: Images per split: image ids are per-split offsets below ``ID_STRIDE``.
+SplitSize = Annotated[int, Range(ge=0, lt=ID_STRIDE)]
+#: Objects per image: ``layout`` always fits four.
+ObjectCount = Annotated[int, Range(ge=1, le=4)]
+
 
 # -- the dataset --------------------------------------------------------------------------------
 def _split_seed(seed: int, name: str) -> np.random.SeedSequence:
@@ -120,19 +126,26 @@ class ShapesDataset(CaptionDataset):
     class Config:
         """Options of ``data`` when ``data.name: shapes``."""
 
-        image_size: int = 64
-        num_train: int = 4000
-        num_val: int = 500
-        num_test: int = 500
-        num_test_novel: int = 500
-        min_objects: int = 1
-        max_objects: int = 4
-        seed: int = 0
+        image_size: Annotated[int, Range(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 64
+        num_train: SplitSize = 4000
+        num_val: SplitSize = 500
+        num_test: SplitSize = 500
+        num_test_novel: SplitSize = 500
+        min_objects: ObjectCount = 1
+        max_objects: ObjectCount = 4
+        seed: NonNegativeInt = 0
         cache: bool = True
+
+        def check(self, key: str) -> None:
+            if self.min_objects > self.max_objects:
+                raise ConfigError(
+                    f"{full_key(key, 'min_objects')} ({self.min_objects}) is larger than "
+                    f"{full_key(key, 'max_objects')} ({self.max_objects}). Lower min_objects or raise max_objects."
+                )
 
     def __init__(self, config: ShapesDataset.Config | None = None) -> None:
         config = config if config is not None else self.Config()
-        _validate(config)
+        check_config(config, "data")
         super().__init__(config)
         self._splits: dict[str, CaptionSplit] = {}
 
@@ -298,56 +311,3 @@ class ShapesDataset(CaptionDataset):
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
             log.warning("Ignoring corrupt shapes cache %s (%s); regenerating it.", npz_path, err)
             return None
-
-
-def _validate(cfg: ShapesDataset.Config) -> None:
-    """Reject configs that cannot generate a sensible benchmark, naming the key and the fix."""
-
-    def bad(key: str, why: str, fix: str) -> ConfigError:
-        return ConfigError(f"data.{key} {why}, got {getattr(cfg, key)!r}. {fix}")
-
-    for key in (
-        "image_size",
-        "num_train",
-        "num_val",
-        "num_test",
-        "num_test_novel",
-        "min_objects",
-        "max_objects",
-        "seed",
-    ):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise bad(key, "must be an integer", f"Set data.{key} to a whole number.")
-    if not isinstance(cfg.cache, bool):
-        raise bad("cache", "must be true or false", "Set data.cache to true or false.")
-    if cfg.image_size < MIN_IMAGE_SIZE:
-        raise bad(
-            "image_size",
-            f"must be at least {MIN_IMAGE_SIZE}",
-            f"Set data.image_size to {MIN_IMAGE_SIZE} or more (default 64).",
-        )
-    if cfg.image_size > MAX_IMAGE_SIZE:
-        raise bad(
-            "image_size", f"must be at most {MAX_IMAGE_SIZE}", "Use a smaller data.image_size (default 64)."
-        )
-    for key in ("num_train", "num_val", "num_test", "num_test_novel"):
-        value = getattr(cfg, key)
-        if value < 0:
-            raise bad(key, "must not be negative", f"Set data.{key} to 0 or more.")
-        if value >= ID_STRIDE:
-            raise bad(
-                key,
-                f"must be below {ID_STRIDE:,}",
-                f"Set data.{key} below {ID_STRIDE:,} (image ids are per-split).",
-            )
-    for key in ("min_objects", "max_objects"):
-        if not 1 <= getattr(cfg, key) <= 4:
-            raise bad(key, "must be between 1 and 4", f"Set data.{key} to 1, 2, 3 or 4.")
-    if cfg.min_objects > cfg.max_objects:
-        raise ConfigError(
-            f"data.min_objects ({cfg.min_objects}) is larger than data.max_objects ({cfg.max_objects}). "
-            "Lower data.min_objects or raise data.max_objects."
-        )
-    if cfg.seed < 0:
-        raise bad("seed", "must not be negative", "Set data.seed to 0 or a positive integer.")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fusionbench.checks import PositiveInt, check_config
 from fusionbench.encoders.backbone import feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
 from fusionbench.registry import ENCODERS
@@ -28,11 +29,12 @@ class CNNEncoder(Encoder):
         model_name: str = "resnet18"
         pretrained: Any = False
         freeze: bool = False
-        feature_stride: int = 16
+        feature_stride: PositiveInt = 16  # one of the backbone's strides (checked against it when built)
         position_encoding: bool = True
 
     def __init__(self, config: Config) -> None:
         super().__init__()
+        check_config(config, "model.encoder")
         self.config = config
         self.backbone = feature_map_backbone(
             config.model_name, config.pretrained, config.feature_stride, "model.encoder"
