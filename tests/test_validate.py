@@ -81,10 +81,11 @@ def sections(cls: type, key: str = ""):
 
 
 def components():
-    """``(registry, name, Config)`` of every built-in component with options."""
+    """``(registry, name, Config)`` of every built-in component with options (plugins that other
+    tests registered in this process are theirs to check)."""
     for registry in ALL.values():
         for entry in registry.entries():
-            if entry.config_cls is not None:
+            if entry.config_cls is not None and entry.origin.startswith("built-in"):
                 yield registry, entry.name, entry.config_cls
 
 
