@@ -7,6 +7,11 @@ dotlist overrides (``trainer.max_epochs=2``). Component sections (``data``, ``mo
 they name, so an unknown key or a wrong type fails with its full key path. When a layer switches
 a component to another name, the options written for the previous component are dropped, so
 ``model.encoder.name=vit`` works on top of a file that configured a ``cnn``.
+
+Values are checked where they are composed (``fusionbench.checks``): every section below and every
+component's ``Config`` declare their enumerations (``Literal``) and ranges (``Range``) in their
+field types, so ``validate``, a grid's pre-flight and ``run`` reject ``loader.batch_size=-4`` or
+``optim.schedule=cosin`` with the key, the value and what is allowed, before anything trains.
 """
 
 from __future__ import annotations
@@ -14,12 +19,25 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fusionbench.checks import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OneOf,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    check_choices,
+    check_config,
+    full_key,
+    literal_choices,
+)
 from fusionbench.errors import ConfigError
 
 # Component sections: (dotted key, registry attribute in fusionbench.registry)
@@ -31,9 +49,36 @@ COMPONENTS = (
 )
 
 
+#: Learning-rate schedules after the warmup (``fusionbench.optim.build_optimizer`` implements them).
+Schedule = Literal["cosine", "constant"]
+SCHEDULES: tuple[str, ...] = literal_choices(Schedule)
+#: Lightning's accelerator names (``AcceleratorRegistry`` plus ``auto`` and ``gpu``).
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+#: Lightning's ``precision`` values (``lightning_fabric``'s ``_PRECISION_INPUT``), as strings: YAML's
+#: ``precision: 16`` arrives as ``"16"``.
+PRECISIONS: tuple[str, ...] = (
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
+WandbMode = Literal["online", "offline", "disabled", "auto"]
+WANDB_MODES: tuple[str, ...] = literal_choices(WandbMode)
+#: ``numpy``'s and Lightning's seeds are unsigned 32-bit (Lightning replaces a larger one at random).
+Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]
+
+
 @dataclass
 class ModelConfig:
-    d_model: int = 256
+    d_model: PositiveInt = 256
     encoder: Any = field(default_factory=lambda: {"name": "cnn"})
     fusion: Any = field(default_factory=lambda: {"name": "attention"})
     decoder: Any = field(default_factory=lambda: {"name": "lstm"})
@@ -41,25 +86,25 @@ class ModelConfig:
 
 @dataclass
 class LoaderConfig:
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    num_workers: int = 0
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 128
+    num_workers: NonNegativeInt = 0
 
 
 @dataclass
 class TextConfig:
-    min_count: int = 1
-    max_words: int = 20
+    min_count: PositiveInt = 1
+    max_words: PositiveInt = 20
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | constant
-    label_smoothing: float = 0.0
-    grad_clip: float = 1.0
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    warmup_steps: NonNegativeInt = 100
+    schedule: Schedule = "cosine"
+    label_smoothing: Fraction = 0.0
+    grad_clip: Annotated[float, Range(ge=0, note="0 = no clipping")] = 1.0
 
 
 @dataclass
@@ -68,18 +113,56 @@ class TrainerConfig:
     (``ddp``, ``fsdp``, ...) and ``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``) scale one
     run over several devices; metrics are synced across processes and only rank 0 writes."""
 
-    max_epochs: int = 10
-    accelerator: str = "cpu"
-    devices: Any = 1
-    num_nodes: int = 1
+    max_epochs: Annotated[int, Range(ge=1, note="0 epochs would score an untrained model")] = 10
+    accelerator: Accelerator = "cpu"
+    devices: Any = 1  # a count (-1 = all), a list of device indices, "auto" or "0,1"
+    num_nodes: PositiveInt = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    limit_train_batches: Any = 1.0
+    precision: Annotated[str, OneOf(PRECISIONS)] = "32-true"
+    limit_train_batches: Any = 1.0  # a fraction in (0, 1] or a number of batches >= 1
     limit_val_batches: Any = 1.0
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 10
+    check_val_every_n_epoch: PositiveInt = 1
+    log_every_n_steps: PositiveInt = 10
     enable_progress_bar: bool = True
     deterministic: bool = True
+
+    def check(self, key: str) -> None:
+        for name in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, name)
+            if not _is_batch_limit(value):
+                raise ConfigError(
+                    f"Invalid value {value!r} for {full_key(key, name)}: give a fraction of the batches in "
+                    f"(0, 1] (1.0 = all) or a number of batches >= 1."
+                )
+        if not _is_devices(self.devices):
+            raise ConfigError(
+                f"Invalid value {self.devices!r} for {full_key(key, 'devices')}: give a number of devices "
+                f">= 1 (-1 = all), a list of device indices such as [0, 1], 'auto', or a string like '0,1'."
+            )
+
+
+def _is_batch_limit(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    return isinstance(value, float) and 0.0 < value <= 1.0
+
+
+def _is_devices(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1 or value == -1
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("auto", "-1"):
+            return True
+        parts = [p.strip() for p in text.rstrip(",").split(",")]
+        return bool(text) and all(p.isdigit() for p in parts)
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+    return False
 
 
 @dataclass
@@ -98,6 +181,15 @@ class ScoringConfig:
     spice: bool = True  # SPICE when its CoreNLP jars are found; reported unavailable (with why) otherwise
     spice_jar_dir: str | None = None  # folder with the CoreNLP 3.6.0 jars (default: pycocoevalcap's lib/)
 
+    def check(self, key: str) -> None:
+        jar_dir = self.spice_jar_dir
+        if jar_dir and not Path(str(jar_dir)).expanduser().is_dir():
+            raise ConfigError(
+                f"{full_key(key, 'spice_jar_dir')}={str(jar_dir)!r} is not a folder. Point it at the folder "
+                "holding stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar, or remove the key "
+                "(SPICE is then reported unavailable, with the reason, and the other metrics are unaffected)."
+            )
+
 
 @dataclass
 class FeaturesConfig:
@@ -111,18 +203,20 @@ class FeaturesConfig:
 class WandbConfig:
     """Weights & Biases logging (``fusionbench.tracking``); ``disabled`` never imports wandb."""
 
-    mode: str = "disabled"  # online | offline | disabled | auto (online if credentials+network, else offline)
+    mode: WandbMode = "disabled"  # auto: online if credentials and network, else offline
     project: str = "fusionbench"
     entity: str | None = None
     group: str | None = None  # default: the experiment (grid) name
     tags: list[str] = field(default_factory=list)  # added to encoder, fusion, decoder, dataset
     dir: str | None = None  # W&B writes <dir>/wandb/ (offline-run-*); default: output_dir
-    predictions: int = 16  # test images in the `predictions` table (0 = no table)
-    attention_images: int = 4  # images with attention heatmaps (attention fusion; 0 = none)
-    attention_words: int = 5  # words per image with a heatmap
-    log_every_n_steps: int | None = 1  # train/loss, train/lr cadence (null: trainer.log_every_n_steps)
+    predictions: NonNegativeInt = 16  # test images in the `predictions` table (0 = no table)
+    attention_images: NonNegativeInt = 4  # images with attention heatmaps (attention fusion; 0 = none)
+    attention_words: NonNegativeInt = 5  # words per image with a heatmap
+    log_every_n_steps: PositiveInt | None = (
+        1  # train/loss, train/lr cadence (null: trainer.log_every_n_steps)
+    )
     system_metrics: bool = False  # W&B's CPU/GPU/memory sampling (a background process)
-    init_timeout: float = 30.0  # seconds wandb.init may take online before falling back to offline
+    init_timeout: PositiveFloat = 30.0  # seconds wandb.init may take online before falling back to offline
     settings: dict[str, Any] = field(default_factory=dict)  # extra wandb.Settings fields
 
 
@@ -135,9 +229,9 @@ class LoggerConfig:
 class ExperimentConfig:
     name: str = "experiment"
     run_name: str | None = None
-    seed: int = 0
+    seed: Seed = 0
     output_dir: str = "runs"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: NonNegativeInt = 0  # torch intra-op threads; 0 = torch's default
     data: Any = field(default_factory=lambda: {"name": "shapes"})
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -232,6 +326,10 @@ def _reset_switched_components(acc: DictConfig, layer: dict) -> None:
 def _merge(acc: DictConfig, layer: dict, source: str) -> DictConfig:
     _reset_switched_components(acc, layer)
     try:
+        check_choices(ExperimentConfig, layer)  # worded before OmegaConf's own Literal check
+    except ConfigError as err:
+        raise ConfigError(f"In {source}: {err}") from None
+    try:
         return OmegaConf.merge(acc, layer)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
@@ -282,38 +380,15 @@ def compose(layers: list[tuple[str, dict]]) -> DictConfig:
     for source, layer in layers:
         cfg = _merge(cfg, layer, source)
     load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
+    check_config(OmegaConf.to_object(cfg))  # the experiment's own sections (components are Any here)
+    context = {"d_model": int(cfg.model.d_model)}
     for i, node in enumerate(list(cfg.metrics)):
-        cfg.metrics[i] = registries.METRICS.resolve_config(node, f"metrics[{i}]")
+        cfg.metrics[i] = registries.METRICS.resolve_config(node, f"metrics[{i}]", **context)
     for key, reg_name in COMPONENTS:
         registry = getattr(registries, reg_name)
-        resolved = registry.resolve_config(OmegaConf.select(cfg, key), key)
+        resolved = registry.resolve_config(OmegaConf.select(cfg, key), key, **context)
         OmegaConf.update(cfg, key, resolved, merge=False)
-    _check_logger(cfg)
-    _check_scoring(cfg)
     return cfg
-
-
-def _check_scoring(cfg: DictConfig) -> None:
-    jar_dir = cfg.scoring.spice_jar_dir
-    if jar_dir and not Path(str(jar_dir)).expanduser().is_dir():
-        raise ConfigError(
-            f"scoring.spice_jar_dir={str(jar_dir)!r} is not a folder. Point it at the folder holding "
-            "stanford-corenlp-3.6.0.jar and stanford-corenlp-3.6.0-models.jar, or remove the key "
-            "(SPICE is then reported unavailable, with the reason, and the other metrics are unaffected)."
-        )
-
-
-WANDB_MODES = ("online", "offline", "disabled", "auto")
-
-
-def _check_logger(cfg: DictConfig) -> None:
-    mode = str(cfg.logger.wandb.mode)
-    if mode not in WANDB_MODES:
-        close = difflib.get_close_matches(mode, WANDB_MODES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"Invalid value '{mode}' for 'logger.wandb.mode'.{hint} Choose one of: {', '.join(WANDB_MODES)}."
-        )
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> DictConfig:

@@ -2,7 +2,8 @@
 
 AdamW with weight decay on weight matrices only (not biases, norms or embeddings), a linear
 warmup over ``optim.warmup_steps`` (at most half the run) and then cosine decay to zero, or a
-constant rate (``optim.schedule: constant``); stepped once per optimiser step.
+constant rate (``optim.schedule: constant``); stepped once per optimiser step. The schedule names
+are ``fusionbench.config.SCHEDULES``, checked when the config is composed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 
 import torch
 from torch import nn
+
+from fusionbench.config import SCHEDULES
 
 
 def build_optimizer(model: nn.Module, oc, total_steps: int):
@@ -27,6 +30,8 @@ def build_optimizer(model: nn.Module, oc, total_steps: int):
     total = max(1, int(total_steps))
     warmup = min(int(oc.warmup_steps), total // 2)
     schedule = str(oc.schedule)
+    if schedule not in SCHEDULES:  # the config rejects it first; never fall back to cosine silently
+        raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
     def factor(step: int) -> float:
         if warmup and step < warmup:

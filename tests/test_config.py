@@ -87,3 +87,44 @@ def test_scoring_section_defaults_and_a_missing_spice_folder(tiny_config, tmp_pa
     )
     with pytest.raises(ConfigError, match=r"scoring.spice_jar_dir=.*nope.*is not a folder"):
         load_config(tiny_config, [f"scoring.spice_jar_dir={tmp_path / 'nope'}"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.precision=16",  # YAML's number 16: Lightning's "16"
+        "trainer.precision=bf16-mixed",
+        "trainer.devices=[0, 1]",
+        "trainer.devices=-1",
+        "trainer.devices=auto",
+        "trainer.devices='0,1'",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=0.5",
+        "optim.schedule=constant",
+        "optim.grad_clip=0",
+        "logger.wandb.log_every_n_steps=null",
+        "data.num_train=0",
+        "seed=4294967295",
+    ],
+)
+def test_values_inside_the_declared_domains_pass(tiny_config, override):
+    load_config(tiny_config, [override])
+
+
+def test_precision_written_as_a_number_is_kept_as_lightning_reads_it(tiny_config):
+    assert load_config(tiny_config, ["trainer.precision=16"]).trainer.precision == "16"
+
+
+def test_a_bad_enumeration_value_in_a_file_names_the_file(tmp_path, tiny_config):
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"base: {tiny_config}\noptim:\n  schedule: linear\n")
+    with pytest.raises(
+        ConfigError, match=r"exp\.yaml: Invalid value 'linear' for optim\.schedule\. .*cosine, constant"
+    ):
+        load_config(path)
+
+
+def test_decoder_heads_must_divide_the_model_width(tiny_config):
+    with pytest.raises(ConfigError, match=r"model\.decoder\.num_heads: it must divide model\.d_model=32"):
+        load_config(tiny_config, ["model.decoder.name=bert", "model.decoder.num_heads=3"])
+    load_config(tiny_config, ["model.decoder.name=bert", "model.decoder.num_heads=8"])

@@ -1,7 +1,9 @@
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import pytest
 
+from fusionbench.checks import PositiveInt, Range, check_divides
 from fusionbench.errors import ConfigError, RegistryError
 from fusionbench.registry import ALL, DECODERS, ENCODERS, FUSIONS, Registry
 
@@ -86,3 +88,49 @@ def test_builtin_registries_are_populated():
     assert {"early", "late", "attention"} <= set(FUSIONS.names())
     assert "lstm" in DECODERS.names()
     assert "shapes" in ALL["datasets"].names()
+
+
+def test_declared_values_are_checked_by_resolve_and_build():
+    """A component's Config declares its enumerations (Literal), ranges (Range) and cross-field or
+    context checks (``check``); the registry applies them before anything is constructed."""
+    reg = Registry("widget", "model.widget")
+    built = []
+
+    @reg.register("gear")
+    class Gear:
+        @dataclass
+        class Config:
+            teeth: PositiveInt = 12
+            finish: Literal["matte", "gloss"] = "matte"
+            ratio: Annotated[float, Range(gt=0, le=4)] = 1.0
+
+            def check(self, key: str, d_model: int | None = None) -> None:
+                check_divides(f"{key}.teeth", self.teeth, "model.d_model", d_model)
+
+        def __init__(self, config):
+            built.append(config)
+
+    with pytest.raises(ConfigError, match=r"Invalid value 0 for model\.widget\.teeth: it must be >= 1"):
+        reg.build({"name": "gear", "teeth": 0})
+    with pytest.raises(
+        ConfigError, match=r"'glos' for model\.widget\.finish\. Did you mean 'gloss'\? .*matte, gloss"
+    ):
+        reg.build({"name": "gear", "finish": "glos"})
+    with pytest.raises(ConfigError, match=r"4\.5 for model\.widget\.ratio: it must be in \(0, 4\]"):
+        reg.resolve_config({"name": "gear", "ratio": 4.5})
+    with pytest.raises(ConfigError, match=r"model\.widget\.teeth: it must divide model\.d_model=32"):
+        reg.resolve_config({"name": "gear", "teeth": 12}, d_model=32)
+    assert reg.resolve_config({"name": "gear", "teeth": 8}, d_model=32).teeth == 8
+    assert reg.resolve_config({"name": "gear", "teeth": 12}).teeth == 12  # no d_model here: not checked
+    assert not built
+    reg.build({"name": "gear", "finish": "gloss"})
+    assert built[0].finish == "gloss"
+
+
+def test_a_config_built_in_python_is_checked_like_a_composed_one():
+    from fusionbench.fusion.late import LateFusion
+
+    with pytest.raises(ConfigError, match=r"'gate' for model\.fusion\.mode\. Did you mean 'gated'"):
+        LateFusion(LateFusion.Config(mode="gate"), d_model=8)
+    with pytest.raises(ConfigError, match=r"Invalid value 'three' for model\.fusion\.mode"):
+        FUSIONS.build({"name": "late", "mode": "three"}, d_model=8)

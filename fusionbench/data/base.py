@@ -30,17 +30,19 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 
+from fusionbench.checks import Range, check_config
 from fusionbench.data.images import (
-    RESIZE_MODES,
+    ResizeMode,
     UnsafePathError,
     check_images,
     load_rgb,
     safe_image_path,
 )
-from fusionbench.errors import ConfigError, DataError
+from fusionbench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +177,10 @@ def _listing(items: list[str], total: int) -> str:
 class ImageFileOptions:
     """Options every dataset of image files shares (the ``Config`` base of coco, karpathy, folder)."""
 
-    image_size: int = 224  # images are resized to image_size x image_size
-    resize: str = "stretch"  # stretch | crop | pad (fusionbench.data.images)
-    on_bad_image: str = "skip"  # undecodable file: skip (counted) | error
-    on_missing: str = "error"  # missing file: error (first 10 listed) | skip (counted)
+    image_size: Annotated[int, Range(ge=8, le=4096)] = 224  # images are resized to image_size x image_size
+    resize: ResizeMode = "stretch"  # how (fusionbench.data.images)
+    on_bad_image: Literal["skip", "error"] = "skip"  # undecodable file: skip (counted) or error
+    on_missing: Literal["error", "skip"] = "error"  # missing file: error (first 10 listed) or skip (counted)
 
 
 class ImageFileDataset(CaptionDataset):
@@ -204,21 +206,9 @@ class ImageFileDataset(CaptionDataset):
 
     # -- subclass hooks -----------------------------------------------------------------------------
     def validate_config(self) -> None:
-        """Check the shared options; subclasses extend (call ``super()``)."""
-        cfg = self.config
-        size = cfg.image_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
-            raise ConfigError(
-                f"data.image_size must be a whole number between 8 and 4096, got {size!r}. "
-                f"Images are resized to image_size x image_size (default 224)."
-            )
-        for key, valid in (
-            ("resize", RESIZE_MODES),
-            ("on_bad_image", ("skip", "error")),
-            ("on_missing", ("error", "skip")),
-        ):
-            if getattr(cfg, key) not in valid:
-                raise ConfigError(f"data.{key} must be one of {', '.join(valid)}, got {getattr(cfg, key)!r}.")
+        """Check the options (the ``Config`` declares them, ``fusionbench.checks``); a subclass may
+        extend this with checks that need the dataset itself (call ``super()``)."""
+        check_config(self.config, "data")
 
     @abc.abstractmethod
     def read_records(self, log_: SkipLog) -> list[ImageRecord]:

@@ -37,8 +37,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fusionbench.checks import PositiveInt, Range, full_key, literal_choices
 from fusionbench.data.base import (
     ImageFileDataset,
     ImageFileOptions,
@@ -56,7 +57,8 @@ LAYOUT = """
  "annotations": [{"image_id": 42, "caption": "A dog sitting on a couch."}, ...]}
 (the official captions_train2014.json / captions_val2014.json)
 """
-RESTVAL_OPTIONS = ("train", "drop")
+Restval = Literal["train", "drop"]
+RESTVAL_OPTIONS: tuple[str, ...] = literal_choices(Restval)
 
 
 def _is_int(value: Any) -> bool:
@@ -95,24 +97,14 @@ class CocoDataset(ImageFileDataset):
         val_annotations: str = "data/coco/annotations/captions_val2014.json"
         train_images: str = "data/coco/train2014"  # file_name of train_annotations is relative to it
         val_images: str = "data/coco/val2014"
-        num_val: int = 5000  # val2014 images (hash order) used for validation
-        num_test: int = 5000  # the next ones, for test; -1 = every remaining val2014 image
-        restval: str = "train"  # the other val2014 images: train (fold in) | drop
+        num_val: PositiveInt = 5000  # val2014 images (hash order) used for validation
+        num_test: Annotated[int, Range(ge=1, also=(-1,), note="-1 = every remaining val2014 image")] = 5000
+        restval: Restval = "train"  # the other val2014 images: train (fold in) or drop
 
-    def validate_config(self) -> None:
-        super().validate_config()
-        cfg = self.config
-        if cfg.restval not in RESTVAL_OPTIONS:
-            raise ConfigError(f"data.restval must be 'train' or 'drop', got {cfg.restval!r}.")
-        if cfg.num_val < 1:
-            raise ConfigError(f"data.num_val must be at least 1, got {cfg.num_val}.")
-        if cfg.num_test < 1 and cfg.num_test != -1:
-            raise ConfigError(
-                f"data.num_test must be at least 1, or -1 for every remaining val2014 image; got {cfg.num_test}."
-            )
-        for key in ("train_annotations", "val_annotations", "train_images", "val_images"):
-            if not str(getattr(cfg, key)).strip():
-                raise ConfigError(f"data.{key} is empty: {self._hint()}")
+        def check(self, key: str) -> None:
+            for name in ("train_annotations", "val_annotations", "train_images", "val_images"):
+                if not str(getattr(self, name)).strip():
+                    raise ConfigError(f"{full_key(key, name)} is empty: {CocoDataset._hint()}")
 
     @staticmethod
     def _hint() -> str:

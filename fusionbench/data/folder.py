@@ -49,6 +49,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fusionbench.checks import Fraction, full_key
 from fusionbench.data.base import (
     ImageFileDataset,
     ImageFileOptions,
@@ -115,26 +116,20 @@ class FolderDataset(ImageFileDataset):
 
         root: str = ""  # required: the folder holding the images (and the captions file)
         captions: str = ""  # "" = auto (captions.jsonl / .csv / .tsv in root); relative to root
-        val_fraction: float = 0.1  # images without a split value going to val
-        test_fraction: float = 0.1  # ... and to test
+        val_fraction: Fraction = 0.1  # images without a split value going to val
+        test_fraction: Fraction = 0.1  # ... and to test
 
-    def validate_config(self) -> None:
-        super().validate_config()
-        cfg = self.config
-        if not str(cfg.root).strip():
-            raise ConfigError(
-                "data.root is not set: point it at the folder holding your images and a "
-                "captions.jsonl or captions.csv (e.g. data.root=my_images)."
-            )
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(cfg, key)
-            if not 0 <= value < 1:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {value}.")
-        if cfg.val_fraction + cfg.test_fraction >= 1:
-            raise ConfigError(
-                f"data.val_fraction + data.test_fraction must stay below 1 (train needs images), got "
-                f"{cfg.val_fraction} + {cfg.test_fraction}."
-            )
+        def check(self, key: str) -> None:
+            if not str(self.root).strip():
+                raise ConfigError(
+                    f"{full_key(key, 'root')} is not set: point it at the folder holding your images and a "
+                    f"captions.jsonl or captions.csv (e.g. {full_key(key, 'root')}=my_images)."
+                )
+            if self.val_fraction + self.test_fraction >= 1:
+                raise ConfigError(
+                    f"{full_key(key, 'val_fraction')} + {full_key(key, 'test_fraction')} must stay below 1 "
+                    f"(train needs images), got {self.val_fraction} + {self.test_fraction}."
+                )
 
     @property
     def root(self) -> Path:

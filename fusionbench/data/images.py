@@ -45,6 +45,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -54,7 +55,8 @@ from fusionbench.errors import DataError
 log = logging.getLogger(__name__)
 
 #: ``resize`` values: how an image becomes ``size`` x ``size``.
-RESIZE_MODES: tuple[str, ...] = ("stretch", "crop", "pad")
+ResizeMode = Literal["stretch", "crop", "pad"]
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 #: Border colour of ``resize: pad`` (the ImageNet mean, ~0 after the usual normalisation).
 PAD_COLOUR = (124, 116, 104)
 #: File extensions taken for images when a folder is scanned.

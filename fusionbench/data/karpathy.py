@@ -37,8 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fusionbench.checks import Note, full_key, literal_choices
 from fusionbench.data.base import (
     ImageFileDataset,
     ImageFileOptions,
@@ -62,7 +63,9 @@ LAYOUT = """
 (Karpathy's dataset_coco.json / dataset_flickr8k.json / dataset_flickr30k.json)
 """
 SPLIT_VALUES = ("train", "val", "test", "restval")
-RESTVAL_OPTIONS = ("train", "drop")
+Restval = Literal["train", "drop"]
+RESTVAL_OPTIONS: tuple[str, ...] = literal_choices(Restval)
+_RESTVAL_NOTE = Note("train: fold restval images into train, Karpathy's usual 113k-image train split")
 
 
 def _is_int(value: Any) -> bool:
@@ -80,19 +83,17 @@ class KarpathyDataset(ImageFileDataset):
 
         annotations: str = "data/coco/dataset_coco.json"  # Karpathy's split JSON
         image_root: str = "data/coco"  # image path = image_root / filepath / filename
-        restval: str = "train"  # COCO's restval images: "train" (fold in, the usual) or "drop"
+        restval: Annotated[Restval, _RESTVAL_NOTE] = "train"  # COCO's restval images: fold in, or drop
 
-    def validate_config(self) -> None:
-        super().validate_config()
-        cfg = self.config
-        if cfg.restval not in RESTVAL_OPTIONS:
-            raise ConfigError(
-                f"data.restval must be 'train' (fold restval images into train, Karpathy's usual "
-                f"113k-image train split) or 'drop', got {cfg.restval!r}."
-            )
-        for key in ("annotations", "image_root"):
-            if not str(getattr(cfg, key)).strip():
-                raise ConfigError(f"data.{key} is empty: {self._hint()}")
+        def check(self, key: str) -> None:
+            for name in ("annotations", "image_root"):
+                if not str(getattr(self, name)).strip():
+                    example = Path(type(self).annotations).name  # the class attribute is the default
+                    raise ConfigError(
+                        f"{full_key(key, name)} is empty: set {full_key(key, 'annotations')} to Karpathy's "
+                        f"split JSON (e.g. {example}) and {full_key(key, 'image_root')} to the folder the "
+                        f"image paths are relative to."
+                    )
 
     def _hint(self) -> str:
         return (

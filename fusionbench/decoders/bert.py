@@ -50,11 +50,12 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from fusionbench.checks import Fraction, PositiveInt, Range, check_divides, full_key
 from fusionbench.decoders.base import Decoder, State, add_to_first_position
 from fusionbench.decoders.bert_source import KEY, prune_output_vocab, resolve_source
 from fusionbench.errors import ConfigError
@@ -85,15 +86,19 @@ class BertDecoder(Decoder):
     @dataclass
     class Config:
         pretrained: str = "none"
-        num_layers: int = 2
-        num_heads: int = 4
-        intermediate_size: int = 0
-        max_positions: int = 256
-        dropout: float = 0.1
+        num_layers: PositiveInt = 2
+        num_heads: PositiveInt = 4
+        intermediate_size: Annotated[int, Range(ge=0, note="0 = 4 * d_model")] = 0
+        max_positions: Annotated[int, Range(ge=2)] = 256
+        dropout: Fraction = 0.1
         freeze_embeddings: bool = False
         use_init: bool = True
-        attn_implementation: str = "eager"
-        vocab: str = "train"  # train: WordPiece pieces of the train captions (+ specials) | full
+        attn_implementation: Literal["eager", "sdpa"] = "eager"  # only eager returns attention weights
+        vocab: Literal["train", "full"] = "train"  # train: the pieces the train captions use (+ specials)
+
+        def check(self, key: str, d_model: int | None = None) -> None:
+            if str(self.pretrained).strip().lower() in ("none", ""):  # from scratch: hidden size = d_model
+                check_divides(full_key(key, "num_heads"), self.num_heads, "model.d_model", d_model)
 
     @classmethod
     def build_tokenizer(cls, config, captions: list[str], min_count: int) -> WordPieceTokenizer:

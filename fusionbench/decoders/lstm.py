@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from fusionbench.checks import Fraction, NonNegativeFloat, PositiveInt, check_config
 from fusionbench.decoders.base import Decoder, State
-from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
 from fusionbench.registry import DECODERS
 
@@ -43,17 +43,14 @@ class LSTMDecoder(Decoder):
 
     @dataclass
     class Config:
-        num_layers: int = 1
-        dropout: float = 0.1
-        attention_dim: int = 256
-        attention_reg: float = 0.0
+        num_layers: PositiveInt = 1
+        dropout: Fraction = 0.1
+        attention_dim: PositiveInt = 256
+        attention_reg: NonNegativeFloat = 0.0  # lambda of the doubly stochastic regulariser
 
     def __init__(self, config: Config, *, d_model: int, tokenizer, fusion) -> None:
         super().__init__(config, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
-        if config.num_layers < 1:
-            raise ConfigError(f"model.decoder.num_layers must be >= 1, got {config.num_layers}.")
-        if not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(f"model.decoder.dropout must be in [0, 1), got {config.dropout}.")
+        check_config(config, "model.decoder")
         d = d_model
         self.embed = nn.Embedding(len(tokenizer), d, padding_idx=tokenizer.pad_id)
         in_dim = 2 * d if self.uses_memory else d

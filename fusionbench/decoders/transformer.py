@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusionbench.checks import Fraction, PositiveInt, Range, check_config, check_divides, full_key
 from fusionbench.decoders.base import Decoder, State, add_to_first_position
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
@@ -163,29 +165,21 @@ class TransformerDecoder(Decoder):
 
     @dataclass
     class Config:
-        num_layers: int = 2
-        num_heads: int = 4
-        ff_dim: int = 512
-        dropout: float = 0.1
+        num_layers: PositiveInt = 2
+        num_heads: PositiveInt = 4
+        ff_dim: PositiveInt = 512
+        dropout: Fraction = 0.1
         pre_norm: bool = True
-        max_positions: int = 64
+        max_positions: Annotated[int, Range(ge=2)] = 64
         tie_embeddings: bool = False
         use_init: bool = True
 
+        def check(self, key: str, d_model: int | None = None) -> None:
+            check_divides(full_key(key, "num_heads"), self.num_heads, "model.d_model", d_model)
+
     def __init__(self, config: Config, *, d_model: int, tokenizer, fusion) -> None:
         super().__init__(config, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
-        if config.num_layers < 1:
-            raise ConfigError(f"model.decoder.num_layers must be >= 1, got {config.num_layers}.")
-        if config.num_heads < 1 or d_model % config.num_heads:
-            raise ConfigError(
-                f"model.decoder.num_heads={config.num_heads} must be >= 1 and divide model.d_model={d_model}."
-            )
-        if config.ff_dim < 1:
-            raise ConfigError(f"model.decoder.ff_dim must be >= 1, got {config.ff_dim}.")
-        if not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(f"model.decoder.dropout must be in [0, 1), got {config.dropout}.")
-        if config.max_positions < 2:
-            raise ConfigError(f"model.decoder.max_positions must be >= 2, got {config.max_positions}.")
+        check_config(config, "model.decoder", d_model=d_model)
         d = d_model
         self.embed = nn.Embedding(len(tokenizer), d, padding_idx=tokenizer.pad_id)
         self.pos = nn.Embedding(config.max_positions, d)

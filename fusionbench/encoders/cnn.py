@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fusionbench.checks import PositiveInt, check_config
 from fusionbench.encoders.backbone import backbone_rebuild_state, feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, sincos_2d
 from fusionbench.registry import ENCODERS
@@ -28,13 +29,14 @@ class CNNEncoder(Encoder):
         model_name: str = "resnet18"
         pretrained: Any = False
         freeze: bool = False
-        feature_stride: int = 16
+        feature_stride: PositiveInt = 16  # one of the backbone's strides (checked against it when built)
         position_encoding: bool = True
 
     def __init__(self, config: Config, *, saved_backbone: dict[str, Any] | None = None) -> None:
         """``saved_backbone``: the backbone's ``backbone_rebuild_state`` from a checkpoint; it is
         then built without weights (see ``from_rebuild_state``)."""
         super().__init__()
+        check_config(config, "model.encoder")
         self.config = config
         self.backbone = feature_map_backbone(
             config.model_name, config.pretrained, config.feature_stride, "model.encoder", saved=saved_backbone

@@ -35,19 +35,33 @@ Regions per image
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from fusionbench.checks import (
+    Note,
+    PositiveInt,
+    Probability,
+    Range,
+    check_config,
+    full_key,
+    literal_choices,
+)
 from fusionbench.encoders.backbone import backbone_rebuild_state, feature_map_backbone
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures, masked_mean
 from fusionbench.errors import ConfigError
 from fusionbench.registry import ENCODERS
 
 KEY = "model.encoder"
-BOX_SOURCES = ("dataset", "detector", "precomputed")
+BoxSource = Literal["dataset", "detector", "precomputed"]
+BOX_SOURCES: tuple[str, ...] = literal_choices(BoxSource)
+_BOX_SOURCE_NOTE = Note(
+    f"'dataset' uses the dataset's object boxes, 'detector' a trained detector's, "
+    f"'precomputed' region features read from {KEY}.features"
+)
 GEOMETRY_FEATURES = 7
 
 
@@ -87,16 +101,31 @@ class RegionEncoder(Encoder):
         model_name: str = "resnet10t"
         pretrained: Any = False
         freeze: bool = False
-        feature_stride: int = 8
-        pool_size: int = 2
-        sampling_ratio: int = 2
-        box_source: str = "dataset"
-        max_boxes: int = 10
+        feature_stride: PositiveInt = 8  # one of the backbone's strides (checked against it when built)
+        pool_size: PositiveInt = 2
+        sampling_ratio: Annotated[int, Range(ge=-1, note="0 or -1: adaptive, as in RoIAlign")] = 2
+        box_source: Annotated[BoxSource, _BOX_SOURCE_NOTE] = "dataset"
+        max_boxes: PositiveInt = 10
         add_global_box: bool = True
         geometry_embedding: bool = True
         detector_checkpoint: str = ""
-        score_threshold: float = 0.3
+        score_threshold: Probability = 0.3
         features: str = ""  # box_source: precomputed — a folder of .npz files or an .h5 file
+
+        def check(self, key: str) -> None:
+            if self.box_source == "detector" and not str(self.detector_checkpoint).strip():
+                raise ConfigError(
+                    f"{full_key(key, 'detector_checkpoint')} is empty, but {full_key(key, 'box_source')} is "
+                    f"'detector'. Train a detector on a dataset with boxes with `fusionbench detector train "
+                    f"<config>` and set {full_key(key, 'detector_checkpoint')} to the checkpoint it writes "
+                    f"(or use box_source: dataset)."
+                )
+            if self.box_source == "precomputed" and not str(self.features).strip():
+                raise ConfigError(
+                    f"{full_key(key, 'features')} is empty, but {full_key(key, 'box_source')} is 'precomputed'. "
+                    f"Set it to a folder of per-image .npz files or an .h5 file (write one with "
+                    f"`fusionbench extract-features <config>`)."
+                )
 
     def __init__(
         self,
@@ -169,29 +198,7 @@ class RegionEncoder(Encoder):
 
     @staticmethod
     def _validate(config: Config) -> None:
-        if config.box_source not in BOX_SOURCES:
-            raise ConfigError(
-                f"{KEY}.box_source must be one of {', '.join(BOX_SOURCES)}, got {config.box_source!r}: "
-                f"'dataset' uses the dataset's object boxes, 'detector' a trained detector's, "
-                f"'precomputed' region features read from {KEY}.features."
-            )
-        if config.max_boxes < 1:
-            raise ConfigError(f"{KEY}.max_boxes must be >= 1, got {config.max_boxes}.")
-        if config.pool_size < 1:
-            raise ConfigError(f"{KEY}.pool_size must be >= 1, got {config.pool_size}.")
-        if not 0.0 <= config.score_threshold <= 1.0:
-            raise ConfigError(f"{KEY}.score_threshold must be in [0, 1], got {config.score_threshold}.")
-        if config.box_source == "detector" and not str(config.detector_checkpoint).strip():
-            raise ConfigError(
-                f"{KEY}.detector_checkpoint is empty, but {KEY}.box_source is 'detector'. Train a "
-                f"detector on a dataset with boxes with `fusionbench detector train <config>` and set "
-                f"{KEY}.detector_checkpoint to the checkpoint it writes (or use box_source: dataset)."
-            )
-        if config.box_source == "precomputed" and not str(config.features).strip():
-            raise ConfigError(
-                f"{KEY}.features is empty, but {KEY}.box_source is 'precomputed'. Set it to a folder of "
-                f"per-image .npz files or an .h5 file (write one with `fusionbench extract-features <config>`)."
-            )
+        check_config(config, KEY)  # the Config declares what each option allows
 
     @property
     def reads_features(self) -> bool:  # type: ignore[override]

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fusionbench.checks import Fraction, PositiveInt, check_config, full_key
 from fusionbench.encoders.backbone import backbone_rebuild_state, create_backbone, load_state_dict_file
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.errors import ConfigError
@@ -66,17 +67,34 @@ class ViTEncoder(Encoder):
         model_name: str = "vit_tiny_patch16_224"
         pretrained: Any = False
         freeze: bool = False
-        img_size: int = 64
-        patch_size: int = 8
-        depth: int | None = 4
-        embed_dim: int | None = None
-        num_heads: int | None = None
-        drop_path_rate: float = 0.0
+        img_size: PositiveInt = 64
+        patch_size: PositiveInt = 8
+        depth: PositiveInt | None = 4  # null: the model's own
+        embed_dim: PositiveInt | None = None
+        num_heads: PositiveInt | None = None
+        drop_path_rate: Fraction = 0.0
+
+        def check(self, key: str) -> None:
+            if self.img_size % self.patch_size:
+                raise ConfigError(
+                    f"{full_key(key, 'img_size')}={self.img_size} is not a multiple of "
+                    f"{full_key(key, 'patch_size')}={self.patch_size}: pick sizes such that "
+                    f"img_size % patch_size == 0 (e.g. 64 and 8)."
+                )
+            if self.embed_dim is not None:
+                heads = self.num_heads if self.num_heads is not None else default_num_heads(self.embed_dim)
+                if self.embed_dim % heads:
+                    raise ConfigError(
+                        f"{full_key(key, 'embed_dim')}={self.embed_dim} is not divisible by "
+                        f"{full_key(key, 'num_heads')}={heads}; pick num_heads dividing embed_dim "
+                        f"(e.g. {default_num_heads(self.embed_dim)}) or leave it null."
+                    )
 
     def __init__(self, config: Config, *, saved_backbone: dict[str, Any] | None = None) -> None:
         """``saved_backbone``: the backbone's ``backbone_rebuild_state`` from a checkpoint; it is
         then built without weights (see ``from_rebuild_state``)."""
         super().__init__()
+        check_config(config, KEY)
         self.config = config
         kwargs = self._model_kwargs(config)
         if saved_backbone is not None:
@@ -105,16 +123,7 @@ class ViTEncoder(Encoder):
     # -- construction -----------------------------------------------------------------------------
     @staticmethod
     def _model_kwargs(config: Config) -> dict[str, Any]:
-        if config.img_size < 1 or config.patch_size < 1:
-            raise ConfigError(
-                f"{KEY}.img_size and {KEY}.patch_size must be positive, got "
-                f"img_size={config.img_size}, patch_size={config.patch_size}."
-            )
-        if config.img_size % config.patch_size:
-            raise ConfigError(
-                f"{KEY}.img_size={config.img_size} is not a multiple of {KEY}.patch_size="
-                f"{config.patch_size}: pick sizes such that img_size % patch_size == 0 (e.g. 64 and 8)."
-            )
+        """timm's keyword arguments for the configured model (values checked by ``Config``)."""
         kwargs: dict[str, Any] = {
             "num_classes": 0,
             "img_size": config.img_size,
@@ -122,28 +131,14 @@ class ViTEncoder(Encoder):
             "drop_path_rate": config.drop_path_rate,
         }
         if config.depth is not None:
-            if config.depth < 1:
-                raise ConfigError(
-                    f"{KEY}.depth must be >= 1 (or null for the model's own), got {config.depth}."
-                )
             kwargs["depth"] = config.depth
         if config.embed_dim is not None:
-            if config.embed_dim < 1:
-                raise ConfigError(f"{KEY}.embed_dim must be >= 1, got {config.embed_dim}.")
             kwargs["embed_dim"] = config.embed_dim
-        if config.num_heads is not None and config.num_heads < 1:
-            raise ConfigError(f"{KEY}.num_heads must be >= 1, got {config.num_heads}.")
         if config.embed_dim is not None or config.num_heads is not None:
             dim = config.embed_dim
             if dim is None:  # num_heads alone: timm checks it against the model's own width
                 return {**kwargs, "num_heads": config.num_heads}
-            heads = config.num_heads if config.num_heads is not None else default_num_heads(dim)
-            if dim % heads:
-                raise ConfigError(
-                    f"{KEY}.embed_dim={dim} is not divisible by {KEY}.num_heads={heads}; "
-                    f"pick num_heads dividing embed_dim (e.g. {default_num_heads(dim)}) or leave it null."
-                )
-            kwargs["num_heads"] = heads
+            kwargs["num_heads"] = config.num_heads if config.num_heads is not None else default_num_heads(dim)
         return kwargs
 
     @staticmethod

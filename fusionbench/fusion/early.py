@@ -9,11 +9,12 @@ feed the image vector as the first input). ``prefix: pooled`` gives one prefix t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
+from fusionbench.checks import check_config
 from fusionbench.encoders.base import VisualFeatures
-from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext, Fusion
 from fusionbench.registry import FUSIONS
 
@@ -26,12 +27,11 @@ class EarlyFusion(Fusion):
 
     @dataclass
     class Config:
-        prefix: str = "pooled"
+        prefix: Literal["pooled", "tokens"] = "pooled"  # one pooled token, or every visual token
 
     def __init__(self, config: Config, d_model: int) -> None:
         super().__init__(config, d_model)
-        if config.prefix not in ("pooled", "tokens"):
-            raise ConfigError(f"model.fusion.prefix must be 'pooled' or 'tokens', got '{config.prefix}'.")
+        check_config(config, "model.fusion")
         self.proj = nn.Sequential(nn.Linear(d_model, d_model), nn.LayerNorm(d_model))
 
     def prepare(self, vis: VisualFeatures) -> FusedContext:

@@ -8,16 +8,18 @@ projection, by concatenation, addition or a learned gate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from fusionbench.checks import check_config, literal_choices
 from fusionbench.encoders.base import VisualFeatures
-from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext, Fusion
 from fusionbench.registry import FUSIONS
 
-MODES = ("concat", "add", "gated")
+Mode = Literal["concat", "add", "gated"]
+MODES: tuple[str, ...] = literal_choices(Mode)
 
 
 @FUSIONS.register("late")
@@ -26,12 +28,11 @@ class LateFusion(Fusion):
 
     @dataclass
     class Config:
-        mode: str = "concat"
+        mode: Mode = "concat"
 
     def __init__(self, config: Config, d_model: int) -> None:
         super().__init__(config, d_model)
-        if config.mode not in MODES:
-            raise ConfigError(f"model.fusion.mode must be one of {', '.join(MODES)}, got '{config.mode}'.")
+        check_config(config, "model.fusion")
         self.image = nn.Linear(d_model, d_model)
         if config.mode == "concat":
             self.out = nn.Linear(2 * d_model, d_model)

@@ -2,8 +2,9 @@
 
 Experiment YAML names components by key (``model.encoder.name: vit``), never by import path.
 A registry maps that key to a class; each class declares its options as a dataclass in its
-``Config`` attribute, so ``build`` validates a config node (unknown keys, wrong types) with the
-full key path before anything is constructed.
+``Config`` attribute, so ``build`` validates a config node (unknown keys, wrong types, and the
+values the dataclass declares allowed: ``Literal`` choices, ``Range`` bounds and its ``check``
+hook, see ``fusionbench.checks``) with the full key path before anything is constructed.
 
 Modelled on timm's registry (fail fast, wildcard listing) and LAVIS/MMF (duplicates are errors,
 registration is typed). Built-in modules are imported lazily on first lookup, so nothing depends
@@ -25,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fusionbench.checks import check_choices, check_config
 from fusionbench.errors import ConfigError, RegistryError
 
 T = TypeVar("T")
@@ -230,10 +232,11 @@ class Registry(Generic[T]):
         return self._entries[name]
 
     # -- configs ------------------------------------------------------------------------------
-    def resolve_config(self, node: Any, key: str | None = None) -> DictConfig:
+    def resolve_config(self, node: Any, key: str | None = None, **context: Any) -> DictConfig:
         """Validate a component node against its config dataclass and fill in defaults.
 
-        Unknown keys and wrong types fail with the full key path (e.g. ``model.encoder.depth``).
+        Unknown keys, wrong types and values the dataclass does not allow fail with the full key
+        path (e.g. ``model.encoder.depth``); ``context`` (``d_model``) goes to its ``check`` hook.
         """
         key = key or self.config_key
         if node is None:
@@ -258,6 +261,8 @@ class Registry(Generic[T]):
                     f"Unknown key {key}.{k} for {self.kind} '{name}'.{hint} "
                     f"Valid keys: {', '.join(valid) or '(none)'}."
                 )
+        if entry.config_cls is not None:
+            check_choices(entry.config_cls, options, key)
         try:
             merged = OmegaConf.merge(defaults, options)
         except OmegaConfBaseException as err:
@@ -265,15 +270,26 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"Invalid value for {key}.{bad} ({self.kind} '{name}'): {getattr(err, 'msg', err)}"
             ) from None
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(
+                f"{self.kind} '{name}' needs a value for {', '.join(f'{key}.{k}' for k in missing)}."
+            )
+        if entry.config_cls is not None:
+            check_config(self._instance(entry, merged), key, **context)
         return merged
+
+    @staticmethod
+    def _instance(entry: Entry[T], cfg: DictConfig) -> Any:
+        options = OmegaConf.to_container(cfg, resolve=True)
+        options.pop("name", None)
+        return entry.config_cls(**options)
 
     def config_object(self, node: Any, key: str | None = None) -> tuple[Entry[T], Any]:
         """The entry and an instance of its config dataclass built from a validated node."""
         cfg = self.resolve_config(node, key)
         entry = self.get(cfg.name)
-        options = OmegaConf.to_container(cfg, resolve=True)
-        options.pop("name", None)
-        return entry, (entry.config_cls(**options) if entry.config_cls else None)
+        return entry, (self._instance(entry, cfg) if entry.config_cls else None)
 
     def build(self, node: Any, key: str | None = None, **kwargs: Any) -> T:
         """Construct the component named by ``node.name`` with its validated config."""
