@@ -57,7 +57,7 @@ def greedy_search(
 ) -> Tensor:
     """Most probable next word at each step; ``[B, L]`` ids ending in ``eos`` (then ``pad``)."""
     b = ctx.batch_size
-    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    device = ctx.device
     state = model.start(ctx)
     last = torch.full((b,), bos_id, dtype=torch.long, device=device)
     finished = torch.zeros(b, dtype=torch.bool, device=device)
@@ -94,7 +94,7 @@ def beam_search(
 ) -> Tensor:
     """Batched beam search; returns the best ``[B, L]`` ids per image."""
     b, k = ctx.batch_size, beam_size
-    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    device = ctx.device
     expand = torch.arange(b, device=device).repeat_interleave(k)
     ctx = ctx.index_select(expand)
     state = model.start(ctx)
