@@ -20,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fusionbench.decoding import DecodingConfig  # the `decoding` section's schema and value checks
 from fusionbench.errors import ConfigError
 
 # Component sections: (dotted key, registry attribute in fusionbench.registry)
@@ -80,15 +81,6 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     deterministic: bool = True
-
-
-@dataclass
-class DecodingConfig:
-    beam_size: int = 3
-    max_len: int = 20
-    length_penalty: float = 0.0
-    no_repeat_ngram: int = 0
-    val_beam_size: int = 1  # validation decodes greedily for speed
 
 
 @dataclass
@@ -290,6 +282,7 @@ def compose(layers: list[tuple[str, dict]]) -> DictConfig:
         OmegaConf.update(cfg, key, resolved, merge=False)
     _check_logger(cfg)
     _check_scoring(cfg)
+    DecodingConfig.from_cfg(cfg.decoding)  # its __post_init__ checks the values
     return cfg
 
 

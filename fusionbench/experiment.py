@@ -29,6 +29,7 @@ from fusionbench.cost import (
 )
 from fusionbench.data.module import CaptionDataModule, CaptionImages, batch_inputs
 from fusionbench.data.stats import data_report
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_json, atomic_write_text
 from fusionbench.model import build_model, build_tokenizer
@@ -187,9 +188,10 @@ def _limit(value: Any) -> Any:
 
 
 def _measure_cost(
-    cfg: DictConfig, model, datamodule: CaptionDataModule, split: str, device
+    cfg: DictConfig, model, datamodule: CaptionDataModule, split: str, device, decoding: DecodingConfig
 ) -> dict[str, Any]:
-    """FLOPs and greedy/beam inference time on the first images of ``split`` (``fusionbench.cost``).
+    """FLOPs and greedy/beam inference time on the first images of ``split`` (``fusionbench.cost``),
+    decoding with the run's test-time ``decoding``.
 
     Measured from pixels, so cells that read cached features cost what they would cost on images;
     only an encoder that cannot see images is measured on its stored features.
@@ -199,15 +201,11 @@ def _measure_cost(
     train = datamodule.split("train")
     max_words = int(cfg.text.max_words)
     lengths = [len(model.tokenizer.encode(c, max_words)) - 1 for caps in train.captions[:200] for c in caps]
-    dc = cfg.decoding
     return measure_model(
         model,
         batch_inputs(batch),
         batch["boxes"],
-        beam_size=int(dc.beam_size),
-        max_len=int(dc.max_len),
-        length_penalty=float(dc.length_penalty),
-        no_repeat_ngram=int(dc.no_repeat_ngram),
+        decoding=decoding,
         caption_length=typical_caption_length(lengths),
         device=device,
     )
@@ -362,7 +360,7 @@ def _run_experiment(
     device = trainer.strategy.root_device
     metrics["params"] = model.parameter_counts()
     metrics["data"] = data_report(dataset, ["train", "val", *eval_splits])  # images used and skipped
-    measured = _measure_cost(cfg, model, datamodule, eval_splits[0], device)
+    measured = _measure_cost(cfg, model, datamodule, eval_splits[0], device, module.decoding)
     decode_ms = {s: r["ms_per_image"] for s, r in module.test_results.items()}
     # Test decoding of a cell that read cached features skipped the encoder; its per-split figure
     # would not compare with other cells', so those report the pixels-to-caption beam timing.

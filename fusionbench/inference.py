@@ -47,7 +47,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import DataError, FusionbenchError
 
 log = logging.getLogger(__name__)
@@ -577,20 +578,15 @@ class Captioner:
             raise FusionbenchError(f"Cannot use device '{device}': {err}. Use --device cpu.") from None
         return self
 
-    def _decoding(self, beam_size: int | None, max_len: int | None, **extra: Any) -> dict[str, Any]:
-        dc = self.config.get("decoding", {})
-        out = {
-            "beam_size": int(beam_size if beam_size is not None else dc.get("beam_size", 1)),
-            "max_len": int(max_len if max_len is not None else dc.get("max_len", 20)),
-            "length_penalty": float(dc.get("length_penalty", 0.0)),
-            "no_repeat_ngram": int(dc.get("no_repeat_ngram", 0)),
-        }
-        out.update({k: v for k, v in extra.items() if v is not None})
-        if out["beam_size"] < 1 or out["max_len"] < 1:
-            raise FusionbenchError(
-                f"beam size and max length must be >= 1, got beam={out['beam_size']}, max_len={out['max_len']}."
-            )
-        return out
+    @property
+    def decoding(self) -> DecodingConfig:
+        """The checkpoint's test-time decoding (its config's ``decoding``; the defaults where it has none)."""
+        return DecodingConfig.from_cfg(self.config.get("decoding"))
+
+    def _decoding(self, beam_size: int | None, max_len: int | None, **extra: Any) -> DecodingConfig:
+        """``decoding`` with this call's overrides (None keeps the checkpoint's value)."""
+        given = {"beam_size": beam_size, "max_len": max_len, **extra}
+        return replace(self.decoding, **{k: v for k, v in given.items() if v is not None})
 
     def _prepare(self, images: Any) -> list[_Prepared]:
         if isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor)) or not isinstance(
@@ -648,12 +644,12 @@ class Captioner:
         """One caption per image (a single image or a list; a ``[B, 3, H, W]`` tensor is B images)."""
         items = self._prepare(images)
         self._check_boxes(boxes)
-        kwargs = self._decoding(
+        decoding = self._decoding(
             beam_size, max_len, length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram
         )
         out: list[str] = [""] * len(items)
         for chunk, x, bx in self._batches(items, boxes, batch_size):
-            for i, text in zip(chunk, self.model.caption(x, bx, **kwargs)):
+            for i, text in zip(chunk, self.model.caption(x, bx, decoding)):
                 out[i] = text
         return out
 
@@ -674,13 +670,13 @@ class Captioner:
 
         items = self._prepare(images)
         self._check_boxes(boxes)
-        kwargs = self._decoding(
+        decoding = self._decoding(
             beam_size, max_len, length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram
         )
         tok = self.tokenizer
         out: list[AttentionCaption | None] = [None] * len(items)
         for chunk, x, bx in self._batches(items, boxes, batch_size):
-            ids = self.model.generate(x, bx, **kwargs)  # [B, L]
+            ids = self.model.generate(x, bx, decoding)  # [B, L]
             bos = torch.full((ids.shape[0], 1), tok.bos_id, dtype=ids.dtype, device=ids.device)
             inputs = torch.cat([bos, ids[:, :-1]], dim=1)
             ctx = self.model.context(x, bx)
