@@ -52,12 +52,18 @@ def _run_grid(args: argparse.Namespace) -> int:
 
     grid = load_grid(args.config, args.overrides, seeds=args.seeds)
     if args.dry_run:
+        from fusionbench.grid.runner import plan
+        from fusionbench.results import ResultsStore
+
+        planned = plan(grid, ResultsStore(grid.results_dir), args.force)  # reads the store, writes nothing
         table = Table(title=f"grid '{grid.name}': {len(grid.cells)} cells -> {grid.results_dir}")
         table.add_column("cell")
+        table.add_column("action", no_wrap=True)  # train, resume, re-evaluate (no training) or skip
         table.add_column("hash", style="dim")
         table.add_column("assignment")
         for cell in grid.cells:
-            table.add_row(cell.name, cell.hash, ", ".join(f"{k}={v}" for k, v in cell.assignment.items()))
+            assignment = ", ".join(f"{k}={v}" for k, v in cell.assignment.items())
+            table.add_row(cell.name, planned.action(cell), cell.hash, assignment)
         out.print(table)
         return 0
     check_java()
@@ -71,7 +77,8 @@ def _run_grid(args: argparse.Namespace) -> int:
         address=args.address,
     )
     out.print(
-        f"grid '{grid.name}': {len(summary.completed)} run, {len(summary.skipped)} skipped (finished before), "
+        f"grid '{grid.name}': {len(summary.completed)} run ({len(summary.reevaluated)} re-evaluated without "
+        f"training), {len(summary.skipped)} skipped (finished before), "
         f"{len(summary.failed)} failed in {summary.seconds:.0f}s; results in {grid.results_dir / 'results.jsonl'}"
     )
     for name, error in summary.failed.items():
