@@ -1,6 +1,6 @@
 """Decoding speed per decoder: greedy and beam-3, batched vs one image at a time, KV cache vs none.
 
-Every decoder decodes through the one step interface (``fusionbench.decoding``). This script
+Every decoder decodes through the one step interface (``fusionbench.decoding.search``). This script
 measures, for each decoder (CNN encoder, attention fusion, smoke-experiment sizes, untrained
 weights: speed does not depend on what was learnt), images per second for
 
@@ -74,16 +74,15 @@ class FixedLength:
 def images_per_second(model, images, *, batch: int, beam: int, length: int, recompute: bool = False) -> float:
     import torch
 
-    from fusionbench.decoding import beam_search, greedy_search
+    from fusionbench.decoding import DecodingConfig
+    from fusionbench.decoding.search import decode
 
     tok = model.tokenizer
     stepper = FixedLength(model, tok.eos_id, length, recompute)
-    common = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, max_len=length)
+    decoding = DecodingConfig(beam_size=beam, max_len=length)
 
     def run(ctx):
-        if beam == 1:
-            return greedy_search(stepper, ctx, **common)
-        return beam_search(stepper, ctx, beam_size=beam, **common)
+        return decode(stepper, ctx, decoding, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
 
     with torch.no_grad():
         # The encoder runs before the timer: its cost per image is the same however captions are

@@ -20,7 +20,7 @@ from fusionbench.errors import FusionbenchError
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import RenderableType
 
-    from fusionbench.grid import Grid
+    from fusionbench.grid import Cell, Grid
 
 console = Console(stderr=True)
 out = Console()
@@ -56,7 +56,11 @@ def _run_grid(args: argparse.Namespace) -> int:
 
     grid = load_grid(args.config, args.overrides, seeds=args.seeds)
     if args.dry_run:
-        out.print(grid_plan(grid))
+        from fusionbench.grid.runner import plan
+        from fusionbench.results import ResultsStore
+
+        planned = plan(grid, ResultsStore(grid.results_dir), args.force)  # reads the store, writes nothing
+        out.print(grid_plan(grid, planned.action))
         return 0
     check_java()
     summary = run_grid(
@@ -69,7 +73,8 @@ def _run_grid(args: argparse.Namespace) -> int:
         address=args.address,
     )
     out.print(
-        f"grid '{grid.name}': {len(summary.completed)} run, {len(summary.skipped)} skipped (finished before), "
+        f"grid '{grid.name}': {len(summary.completed)} run ({len(summary.reevaluated)} re-evaluated without "
+        f"training), {len(summary.skipped)} skipped (finished before), "
         f"{len(summary.failed)} failed in {summary.seconds:.0f}s; results in {grid.results_dir / 'results.jsonl'}"
     )
     for name, error in summary.failed.items():
@@ -99,11 +104,14 @@ def _short_key(key: str) -> str:
     return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
-def grid_plan(grid: Grid) -> RenderableType:
-    """The ``--dry-run`` listing: one row per cell, one narrow column per axis, a legend below.
+def grid_plan(grid: Grid, action: Callable[[Cell], str] | None = None) -> RenderableType:
+    """The ``--dry-run`` listing: one row per cell, one narrow column per axis, a legend below,
+    then what running the grid would do with its cells (``action``: train, resume, re-evaluate
+    without training, skip), one line per kind of action.
 
     Axis keys are shortened to their last part (``model.fusion.name`` -> ``fusion``) so the table
     of the default 27-cell grid reads in an 80-column terminal; the legend gives the full keys.
+    The actions go below the table rather than in a column, which would not fit.
     """
     from rich import box
     from rich.console import Group
@@ -131,7 +139,15 @@ def grid_plan(grid: Grid) -> RenderableType:
         table.add_row(cell.name, *values, cell.hash[:HASH_SHOWN])
     legend = [f"{h} = {k}" for h, k in zip(headers, keys) if h != k]
     legend.append(f"hash = the first {HASH_SHOWN} characters of the cell's config hash")
-    return Group(table, Text("columns: " + "; ".join(legend), style="dim"))
+    parts: list[RenderableType] = [table, Text("columns: " + "; ".join(legend), style="dim")]
+    if action is not None:
+        by_action: dict[str, list[str]] = {}
+        for cell in grid.cells:
+            by_action.setdefault(action(cell), []).append(cell.name)
+        for what, names in by_action.items():
+            label = "re-evaluate (no training)" if what == "re-evaluate" else what
+            parts.append(Text(f"{label}: {len(names)} cell(s): " + ", ".join(names)))
+    return Group(*parts)
 
 
 def _command_line() -> str:

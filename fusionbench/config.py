@@ -38,6 +38,7 @@ from fusionbench.checks import (
     full_key,
     literal_choices,
 )
+from fusionbench.decoding import DecodingConfig  # the `decoding` section's schema and value checks
 from fusionbench.errors import ConfigError
 
 # Component sections: (dotted key, registry attribute in fusionbench.registry)
@@ -163,15 +164,6 @@ def _is_devices(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return bool(value) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
     return False
-
-
-@dataclass
-class DecodingConfig:
-    beam_size: int = 3
-    max_len: int = 20
-    length_penalty: float = 0.0
-    no_repeat_ngram: int = 0
-    val_beam_size: int = 1  # validation decodes greedily for speed
 
 
 @dataclass
@@ -380,6 +372,7 @@ def compose(layers: list[tuple[str, dict]]) -> DictConfig:
     for source, layer in layers:
         cfg = _merge(cfg, layer, source)
     load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
+    DecodingConfig.from_cfg(cfg.decoding)  # its __post_init__ checks the values, naming decoding.<key>
     check_config(OmegaConf.to_object(cfg))  # the experiment's own sections (components are Any here)
     context = {"d_model": int(cfg.model.d_model)}
     for i, node in enumerate(list(cfg.metrics)):

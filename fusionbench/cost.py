@@ -13,7 +13,8 @@ does not compare fusion methods; time, memory and size belong beside it):
   that an RNN is seen as its matrix multiplications on every device.
 * ``inference_ms_per_image``: wall time of ``model.generate`` on one fixed batch, in eval mode under
   ``torch.no_grad``: one warm-up call, then the median of ``repeats`` timed calls (CUDA synchronised),
-  divided by the batch size. Greedy and the configured beam are timed on the same batch.
+  divided by the batch size. The run's ``DecodingConfig`` and its greedy twin (``beam_size=1``) are
+  timed on the same batch.
 * ``peak_memory_mb``: on CUDA ``torch.cuda.max_memory_allocated`` since ``reset_peak_memory``; on CPU
   the process's resident-set high-water mark (Linux ``VmHWM``, reset by ``reset_peak_memory`` where
   the kernel allows it; otherwise ``resource.getrusage``'s ``ru_maxrss`` since the process started).
@@ -26,10 +27,13 @@ import statistics
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from fusionbench.decoding import DecodingConfig
 
 
 def _unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
@@ -119,39 +123,28 @@ def inference_ms_per_image(
     images: Tensor,
     boxes: Sequence[Tensor] | None = None,
     *,
-    beam_size: int = 1,
-    strategy: str | None = None,
-    max_len: int = 20,
-    length_penalty: float = 0.0,
-    no_repeat_ngram: int = 0,
+    decoding: DecodingConfig,
     warmup: int = 1,
     repeats: int = 3,
 ) -> float:
-    """Milliseconds per image of ``model.generate`` on this batch: median of ``repeats`` timed calls
-    after ``warmup`` untimed ones, eval mode, ``torch.no_grad``."""
+    """Milliseconds per image of ``model.generate(images, boxes, decoding)`` on this batch: median of
+    ``repeats`` timed calls after ``warmup`` untimed ones, eval mode, ``torch.no_grad``."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device = _device_of(model)
     images = images.to(device)
     boxes = _boxes_to(boxes, device)
-    kwargs = dict(
-        beam_size=beam_size,
-        strategy=strategy,
-        max_len=max_len,
-        length_penalty=length_penalty,
-        no_repeat_ngram=no_repeat_ngram,
-    )
     was_training = model.training
     model.eval()
     times = []
     try:
         with torch.no_grad():
             for _ in range(warmup):
-                model.generate(images, boxes, **kwargs)
+                model.generate(images, boxes, decoding)
             _sync(device)
             for _ in range(repeats):
                 start = time.perf_counter()
-                model.generate(images, boxes, **kwargs)
+                model.generate(images, boxes, decoding)
                 _sync(device)
                 times.append(time.perf_counter() - start)
     finally:
@@ -229,10 +222,7 @@ def measure_model(
     images: Tensor,
     boxes: Sequence[Tensor] | None = None,
     *,
-    beam_size: int,
-    max_len: int,
-    length_penalty: float = 0.0,
-    no_repeat_ngram: int = 0,
+    decoding: DecodingConfig,
     caption_length: int = 12,
     device: torch.device | str | None = None,
     max_images: int = 16,
@@ -240,8 +230,9 @@ def measure_model(
 ) -> dict[str, Any]:
     """FLOPs per image and greedy/beam inference ms per image on the first ``max_images`` images.
 
-    The model is moved to ``device`` for timing (and back to where it was), FLOPs are counted on the
-    same device. Returns the keys that go into ``metrics.json["cost"]``.
+    ``beam`` times ``decoding`` as given (the run's test-time search); ``greedy`` the same settings
+    at ``beam_size=1``. The model is moved to ``device`` for timing (and back to where it was),
+    FLOPs are counted on the same device. Returns the keys that go into ``metrics.json["cost"]``.
     """
     home = _device_of(model)
     device = torch.device(device) if device is not None else home
@@ -250,9 +241,10 @@ def measure_model(
     model.to(device)
     try:
         flops = count_flops(model, images, boxes, caption_length=caption_length)
-        common = dict(max_len=max_len, length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram)
-        greedy = inference_ms_per_image(model, images, boxes, strategy="greedy", repeats=repeats, **common)
-        beam = inference_ms_per_image(model, images, boxes, beam_size=beam_size, repeats=repeats, **common)
+        greedy = inference_ms_per_image(
+            model, images, boxes, decoding=replace(decoding, beam_size=1), repeats=repeats
+        )
+        beam = inference_ms_per_image(model, images, boxes, decoding=decoding, repeats=repeats)
     finally:
         model.to(home)
     return {
@@ -261,8 +253,8 @@ def measure_model(
         "greedy": greedy,
         "beam": beam,
         "setup": {
-            "beam_size": int(beam_size),
-            "max_len": int(max_len),
+            "beam_size": int(decoding.beam_size),
+            "max_len": int(decoding.max_len),
             "images": len(images),
             "repeats": int(repeats),
             "device": str(device),

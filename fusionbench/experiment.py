@@ -1,15 +1,18 @@
 """Run one experiment: build data and model from a validated config, train, test, write results.
 
 A run writes ``<output_dir>/<name>/<run_name>/``: ``config.yaml`` (resolved), ``vocab.json``,
-``metrics.json`` (val and every evaluation split's scores on coco-caption's raw scale, parameter
-counts per component, training images/s, inference ms/image, wall time), ``predictions.json``
+``metrics.json`` (val and every evaluation split's scores on coco-caption's raw scale, the test
+``decoding`` they were decoded with, parameter counts per component, training images/s,
+inference ms/image, wall time), ``predictions.json``
 (COCO results format for the test split; other evaluation splits get
 ``predictions_<split>.json``), ``scores_<split>.json`` (per-image scores, for bootstrap intervals)
-and ``checkpoints/best.ckpt``. Every file is written atomically.
+and ``checkpoints/best.ckpt``. Every file is written atomically. ``reevaluate_run`` tests a
+finished run's best checkpoint again with other test-time settings (decoding, scoring), no training.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from fusionbench.cost import (
 )
 from fusionbench.data.module import CaptionDataModule, CaptionImages, batch_inputs
 from fusionbench.data.stats import data_report
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_json, atomic_write_text
 from fusionbench.logs import quiet_known_noise
@@ -173,9 +177,10 @@ def _limit(value: Any) -> Any:
 
 
 def _measure_cost(
-    cfg: DictConfig, model, datamodule: CaptionDataModule, split: str, device
+    cfg: DictConfig, model, datamodule: CaptionDataModule, split: str, device, decoding: DecodingConfig
 ) -> dict[str, Any]:
-    """FLOPs and greedy/beam inference time on the first images of ``split`` (``fusionbench.cost``).
+    """FLOPs and greedy/beam inference time on the first images of ``split`` (``fusionbench.cost``),
+    decoding with the run's test-time ``decoding``.
 
     Measured from pixels, so cells that read cached features cost what they would cost on images;
     only an encoder that cannot see images is measured on its stored features.
@@ -185,18 +190,65 @@ def _measure_cost(
     train = datamodule.split("train")
     max_words = int(cfg.text.max_words)
     lengths = [len(model.tokenizer.encode(c, max_words)) - 1 for caps in train.captions[:200] for c in caps]
-    dc = cfg.decoding
     return measure_model(
         model,
         batch_inputs(batch),
         batch["boxes"],
-        beam_size=int(dc.beam_size),
-        max_len=int(dc.max_len),
-        length_penalty=float(dc.length_penalty),
-        no_repeat_ngram=int(dc.no_repeat_ngram),
+        decoding=decoding,
         caption_length=typical_caption_length(lengths),
         device=device,
     )
+
+
+def _evaluation_results(
+    cfg: DictConfig,
+    module: CaptionModule,
+    datamodule: CaptionDataModule,
+    references: dict[str, dict[int, list[str]]],
+    features: dict[str, Any] | None,
+    device,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a tested module's decoding decides: ``({split: scores, "collapse", "degenerate"}, cost entries)``.
+
+    Shared by a run and a re-evaluation (``reevaluate_run``), so both write the same figures.
+    """
+    scores: dict[str, Any] = {}
+    for split, result in module.test_results.items():
+        scores[split] = result["scores"].to_dict()
+        extra = compute_extra_metrics(cfg, result["predictions"], references[split])
+        if extra:
+            scores[split].update(extra)
+            scores[split]["extra_keys"] = sorted(extra)
+    # one caption for (nearly) every image: flagged, with the reason, for leaderboards and W&B
+    scores["collapse"] = {s: caption_collapse(r["predictions"]) for s, r in module.test_results.items()}
+    degenerate = [f"{s}: {c['reason']}" for s, c in scores["collapse"].items() if c["degenerate"]]
+    scores["degenerate"] = "; ".join(degenerate) or None
+    measured = _measure_cost(cfg, module.model, datamodule, module.eval_splits[0], device, module.decoding)
+    decode_ms = {s: r["ms_per_image"] for s, r in module.test_results.items()}
+    # Test decoding of a cell that read cached features skipped the encoder; its per-split figure
+    # would not compare with other cells', so those report the pixels-to-caption beam timing.
+    per_split_ms = (
+        {s: measured["beam"] for s in decode_ms} if features and features["source"] == "cache" else decode_ms
+    )
+    cost = {
+        # <split>: decoding time per image while testing (configured beam; what leaderboards read);
+        # greedy/beam: the same fixed batch timed the same way for every combination (fusionbench.cost)
+        "inference_ms_per_image": {**per_split_ms, "greedy": measured["greedy"], "beam": measured["beam"]},
+        "test_decode_ms_per_image": decode_ms,
+        "inference_setup": measured["setup"],
+        "flops_per_image": measured["flops_per_image"],
+        "flops_caption_length": measured["flops_caption_length"],
+    }
+    return scores, cost
+
+
+def _write_evaluation_files(run_dir: Path, module: CaptionModule) -> None:
+    """``predictions[_<split>].json`` and ``scores_<split>.json`` of every tested split (atomically)."""
+    for split, result in module.test_results.items():
+        name = "predictions.json" if split == "test" else f"predictions_{split}.json"
+        atomic_write_json(run_dir / name, _predictions_json(result["predictions"]))
+        per_image = {str(i): s for i, s in sorted(result["scores"].per_image.items())}
+        atomic_write_json(run_dir / f"scores_{split}.json", per_image)
 
 
 def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -341,35 +393,15 @@ def _run_experiment(
         "val": module.best_val,
         "val_history": module.val_history,
     }
-    for split, result in module.test_results.items():
-        metrics[split] = result["scores"].to_dict()
-        extra = compute_extra_metrics(cfg, result["predictions"], references[split])
-        if extra:
-            metrics[split].update(extra)
-            metrics[split]["extra_keys"] = sorted(extra)
-    # one caption for (nearly) every image: flagged, with the reason, for leaderboards and W&B
-    metrics["collapse"] = {s: caption_collapse(r["predictions"]) for s, r in module.test_results.items()}
-    degenerate = [f"{s}: {c['reason']}" for s, c in metrics["collapse"].items() if c["degenerate"]]
-    metrics["degenerate"] = "; ".join(degenerate) or None
     device = trainer.strategy.root_device
+    scores, eval_cost = _evaluation_results(cfg, module, datamodule, references, features, device)
+    metrics.update(scores)
+    metrics["decoding"] = module.decoding.test_settings()
     metrics["params"] = model.parameter_counts()
     metrics["data"] = data_report(dataset, ["train", "val", *eval_splits])  # images used and skipped
-    measured = _measure_cost(cfg, model, datamodule, eval_splits[0], device)
-    decode_ms = {s: r["ms_per_image"] for s, r in module.test_results.items()}
-    # Test decoding of a cell that read cached features skipped the encoder; its per-split figure
-    # would not compare with other cells', so those report the pixels-to-caption beam timing.
-    per_split_ms = (
-        {s: measured["beam"] for s in decode_ms} if features and features["source"] == "cache" else decode_ms
-    )
     metrics["cost"] = {
         "train_images_per_s": meter.images_per_second,
-        # <split>: decoding time per image while testing (configured beam; what leaderboards read);
-        # greedy/beam: the same fixed batch timed the same way for every combination (fusionbench.cost)
-        "inference_ms_per_image": {**per_split_ms, "greedy": measured["greedy"], "beam": measured["beam"]},
-        "test_decode_ms_per_image": decode_ms,
-        "inference_setup": measured["setup"],
-        "flops_per_image": measured["flops_per_image"],
-        "flops_caption_length": measured["flops_caption_length"],
+        **eval_cost,
         "peak_memory_mb": peak_memory_mb(device),
         "peak_memory_source": peak_memory_source(device),
         "train_seconds": train_seconds,
@@ -379,16 +411,91 @@ def _run_experiment(
         "features": features,
     }
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
-    for split, result in module.test_results.items():
-        name = "predictions.json" if split == "test" else f"predictions_{split}.json"
-        atomic_write_json(run_dir / name, _predictions_json(result["predictions"]))
-        per_image = {str(i): s for i, s in sorted(result["scores"].per_image.items())}
-        atomic_write_json(run_dir / f"scores_{split}.json", per_image)
+    _write_evaluation_files(run_dir, module)
     atomic_write_json(run_dir / "metrics.json", metrics)
     tracker.log_results(metrics, module=module, dataset=dataset, model=model)
     metrics["run_dir"] = str(run_dir)
     if tracker.info:
         metrics["wandb"] = tracker.info
+    return metrics
+
+
+def reevaluate_run(
+    cfg: DictConfig, *, single_process: bool = False, callbacks: list[pl.Callback] | None = None
+) -> dict[str, Any]:
+    """Score a finished run's ``checkpoints/best.ckpt`` again with ``cfg``'s test-time settings.
+
+    For a config that differs from the finished run's only in settings used after training (the
+    test-time ``decoding``, ``scoring``, ``metrics``; ``fusionbench.grid.spec.training_hash`` says
+    which): no training epoch runs. Everything is built as a
+    fresh run builds it and tested the way a fresh run tests its best checkpoint, so the scores
+    equal those of retraining with ``cfg``. ``metrics.json`` keeps the run's validation history,
+    parameter counts, data report and training figures; the evaluation splits' scores, the
+    inference cost (``inference_ms_per_image``, ``inference_setup``, FLOPs) and ``decoding`` are
+    replaced, ``peak_memory_mb`` becomes the larger of training's and this evaluation's, and
+    ``reevaluated`` says what was done. The predictions, per-image scores, ``config.yaml`` and
+    then ``metrics.json`` are rewritten, each atomically; the checkpoint is only read (its saved
+    config keeps the decoding it was trained with). ``single_process`` tests on one device even
+    when ``cfg`` trains on several (the scores are the same: ``CaptionMetric`` scores every test
+    image once). Nothing is logged to W&B. Returns the new ``metrics.json`` content.
+    """
+    wall_start = time.perf_counter()
+    reset_peak_memory()
+    load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
+    run_dir = run_dir_for(cfg)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    previous_file = run_dir / "metrics.json"
+    if not best.is_file() or not previous_file.is_file():
+        missing = best if not best.is_file() else previous_file
+        raise DataError(
+            f"Cannot re-evaluate {run_dir}: {missing} does not exist. Run the experiment again (train it)."
+        )
+    previous = json.loads(previous_file.read_text(encoding="utf-8"))
+    old_config = run_dir / "config.yaml"
+    before = (
+        DecodingConfig.from_cfg(OmegaConf.load(old_config).get("decoding")).test_settings()
+        if old_config.is_file()
+        else previous.get("decoding")
+    )
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dataset = DATASETS.build(cfg.data)
+    _, model, datamodule, references = build_experiment(cfg, dataset)
+    features = attach_features(cfg, model, datamodule, dataset)
+    module = CaptionModule(model, cfg, references, dataset.eval_splits())
+    placement = device_kwargs(cfg)
+    if single_process:
+        placement.update(devices=1, num_nodes=1, strategy="auto")
+    trainer = pl.Trainer(
+        **placement,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=bool(cfg.trainer.deterministic),
+        default_root_dir=str(run_dir),
+        callbacks=list(callbacks or []),
+    )
+    trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+    if not trainer.is_global_zero:
+        return {"rank": int(trainer.global_rank), "run_dir": str(run_dir)}
+    device = trainer.strategy.root_device
+    scores, eval_cost = _evaluation_results(cfg, module, datamodule, references, features, device)
+    metrics = {**previous, **scores}
+    metrics["decoding"] = module.decoding.test_settings()
+    cost = {**(previous.get("cost") or {}), **eval_cost}
+    cost["peak_memory_mb"] = max(float(cost.get("peak_memory_mb") or 0.0), peak_memory_mb(device))
+    metrics["cost"] = cost
+    metrics["reevaluated"] = {
+        "checkpoint": "checkpoints/best.ckpt",
+        "previous_decoding": before,
+        "seconds": time.perf_counter() - wall_start,
+    }
+    _write_evaluation_files(run_dir, module)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    metrics["run_dir"] = str(run_dir)
     return metrics
 
 

@@ -8,15 +8,14 @@ The framework, not each encoder, projects visual features to the decoder width `
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from fusionbench.cost import count_parameters
 from fusionbench.decoders.base import Decoder
-from fusionbench.decoding import beam_search, greedy_search
+from fusionbench.decoding import DecodingConfig
+from fusionbench.decoding.search import decode
 from fusionbench.encoders.base import Encoder, RawFeatures, VisualFeatures
 from fusionbench.fusion.base import FusedContext, Fusion
 from fusionbench.registry import DECODERS, ENCODERS, FUSIONS
@@ -80,7 +79,7 @@ class CaptioningModel(nn.Module):
         hidden, extras = self.decoder(input_ids, ctx)
         return self.logits(hidden, ctx), extras
 
-    # -- decoding interface (fusionbench.decoding) ----------------------------------------------
+    # -- decoding interface (fusionbench.decoding.search) ---------------------------------------
     def start(self, ctx: FusedContext) -> dict:
         return self.decoder.init_state(ctx)
 
@@ -93,33 +92,25 @@ class CaptioningModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        images: Tensor,
-        boxes: list[Tensor] | None = None,
-        *,
-        beam_size: int = 1,
-        max_len: int = 20,
-        length_penalty: float = 0.0,
-        no_repeat_ngram: int = 0,
-        strategy: str | None = None,
+        self, images: Tensor, boxes: list[Tensor] | None = None, decoding: DecodingConfig | None = None
     ) -> Tensor:
-        """Caption ids ``[B, L]`` (greedy when ``beam_size == 1`` or ``strategy == 'greedy'``)."""
-        ctx = self.context(images, boxes)
+        """Caption ids ``[B, L]`` decoded with ``decoding`` (default: ``DecodingConfig()``'s beam search;
+        ``beam_size=1`` is greedy, see ``fusionbench.decoding.search.decode``)."""
         tok = self.tokenizer
-        common = dict(
+        return decode(
+            self,
+            self.context(images, boxes),
+            decoding if decoding is not None else DecodingConfig(),
             bos_id=tok.bos_id,
             eos_id=tok.eos_id,
             pad_id=tok.pad_id,
-            max_len=max_len,
-            no_repeat_ngram=no_repeat_ngram,
         )
-        if strategy == "greedy" or (strategy is None and beam_size == 1):
-            return greedy_search(self, ctx, **common)
-        return beam_search(self, ctx, beam_size=beam_size, length_penalty=length_penalty, **common)
 
-    def caption(self, images: Tensor, boxes: list[Tensor] | None = None, **kwargs: Any) -> list[str]:
+    def caption(
+        self, images: Tensor, boxes: list[Tensor] | None = None, decoding: DecodingConfig | None = None
+    ) -> list[str]:
         """Plain-text captions for a batch of images (float RGB in [0, 1])."""
-        ids = self.generate(images, boxes, **kwargs)
+        ids = self.generate(images, boxes, decoding)
         return [self.tokenizer.decode(row.tolist()) for row in ids]
 
     def parameter_counts(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from fusionbench.checkpoint import checkpoint_block
 from fusionbench.data.module import batch_inputs
+from fusionbench.decoding import DecodingConfig
 from fusionbench.metrics import CaptionMetric
 from fusionbench.model import CaptioningModel
 from fusionbench.optim import build_optimizer
@@ -40,6 +41,8 @@ class CaptionModule(pl.LightningModule):
         self.model = model
         self.cfg = cfg
         self.eval_splits = list(eval_splits)
+        self.decoding = DecodingConfig.from_cfg(cfg.decoding)  # test; validation at val_beam_size
+        self.val_decoding = self.decoding.for_validation()
         self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
         self.val_metric = CaptionMetric(references["val"], spice=False)  # SPICE (if installed) only at test
         scoring = cfg.get("scoring") or {}
@@ -85,19 +88,11 @@ class CaptionModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _decode(self, batch: dict[str, Any], beam_size: int) -> list[str]:
-        dc = self.cfg.decoding
-        return self.model.caption(
-            batch_inputs(batch),
-            batch["boxes"],
-            beam_size=beam_size,
-            max_len=int(dc.max_len),
-            length_penalty=float(dc.length_penalty),
-            no_repeat_ngram=int(dc.no_repeat_ngram),
-        )
+    def _decode(self, batch: dict[str, Any], decoding: DecodingConfig) -> list[str]:
+        return self.model.caption(batch_inputs(batch), batch["boxes"], decoding)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        hyps = self._decode(batch, int(self.cfg.decoding.val_beam_size))
+        hyps = self._decode(batch, self.val_decoding)
         self.val_metric.update(batch["image_ids"], hyps)
 
     def on_validation_epoch_end(self) -> None:
@@ -115,7 +110,7 @@ class CaptionModule(pl.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         start = time.perf_counter()
-        hyps = self._decode(batch, int(self.cfg.decoding.beam_size))
+        hyps = self._decode(batch, self.decoding)
         self._test_time[dataloader_idx] += time.perf_counter() - start
         self._test_images[dataloader_idx] += len(hyps)
         self.test_metrics[dataloader_idx].update(batch["image_ids"], hyps)

@@ -4,6 +4,13 @@ Appends are one ``write`` of a complete line under an exclusive ``flock``, follo
 so two processes (``--jobs``, or two grid invocations) never interleave or half-write a record.
 Readers take the last record of each cell. ``grid.json`` beside it records which grid file owns
 the folder, so results of two different grids never mix.
+
+A record names its cell, its ``status`` (``running``, ``completed``, ``failed``, ``interrupted``)
+and what the attempt did: ``action`` ``train`` (records written before the field existed are
+training attempts too) or ``re-evaluate`` (the trained checkpoint tested with other test-time
+settings). ``hash`` covers everything that can change the cell's results, ``train_hash`` what its
+trained checkpoint depends on, and ``evaluation`` holds the test-time settings (decoding, scoring,
+extra metrics) the results were computed with (``fusionbench.grid.spec``).
 """
 
 from __future__ import annotations
@@ -90,3 +97,18 @@ class ResultsStore:
     def latest(self) -> dict[str, dict[str, Any]]:
         """The last record of each cell."""
         return {r["cell"]: r for r in self.records() if "cell" in r}
+
+    def trained(self) -> dict[str, dict[str, Any]]:
+        """Per cell, the last ``completed`` record not followed by a training attempt: the attempt
+        whose trained checkpoint is in the run folder now. Re-evaluations (completed, failed or
+        interrupted) leave the checkpoint as it is; a later training attempt replaces it."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.records():
+            cell = r.get("cell")
+            if cell is None:
+                continue
+            if r.get("status") == "completed":
+                out[cell] = r
+            elif r.get("action", "train") == "train":
+                out.pop(cell, None)
+        return out

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from fusionbench import cost
+from fusionbench.decoding import DecodingConfig
 from fusionbench.model import build_model, build_tokenizer
 
 CAPTIONS = ["a red circle left of a blue square", "two green triangles above a yellow diamond"]
@@ -78,7 +79,8 @@ def test_tiny_captioner_cost_is_sane():
     assert 0 < short < long  # the LSTM's matrix multiplications are counted per step
     assert model.training  # restored
 
-    report = cost.measure_model(model, images, beam_size=2, max_len=6, caption_length=4, repeats=1)
+    decoding = DecodingConfig(beam_size=2, max_len=6)
+    report = cost.measure_model(model, images, decoding=decoding, caption_length=4, repeats=1)
     assert report["flops_per_image"] == short
     assert report["greedy"] > 0 and report["beam"] > 0
     assert report["setup"]["beam_size"] == 2 and report["setup"]["images"] == 4

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from fusionbench.decoding import DecodingConfig
+from fusionbench.decoding.search import beam_search
 from fusionbench.errors import ConfigError
 from fusionbench.fusion.base import FusedContext
 from fusionbench.model import build_model, build_tokenizer
@@ -188,14 +190,15 @@ def test_greedy_and_beam_decoding(tokenizers, decoder, fusion):
     model = make(tokenizers, decoder, fusion).eval()
     tok = model.tokenizer
     imgs = images(2)
-    greedy = model.generate(imgs, max_len=6)
-    beam1 = model.generate(imgs, max_len=6, beam_size=1, strategy="beam")
-    beam3 = model.generate(imgs, max_len=6, beam_size=3, no_repeat_ngram=2)
+    greedy = model.generate(imgs, None, DecodingConfig(beam_size=1, max_len=6))
+    ids = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    beam1 = beam_search(model, model.context(imgs), beam_size=1, max_len=6, **ids)
+    beam3 = model.generate(imgs, None, DecodingConfig(max_len=6, beam_size=3, no_repeat_ngram=2))
     assert torch.equal(greedy, beam1)
     for out in (greedy, beam3):
         assert out.shape[0] == 2 and out.shape[1] <= 7
         assert ((out == tok.eos_id).sum(1) == 1).all()  # every caption ends, exactly once
-    captions = model.caption(imgs, max_len=6, beam_size=3)
+    captions = model.caption(imgs, None, DecodingConfig(max_len=6, beam_size=3))
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
     assert all(c == c.lower() and "[" not in c for c in captions)  # no [CLS]/[SEP]/[PAD] text
 

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fusionbench.data.base import CaptionSplit
+from fusionbench.decoding import DecodingConfig
 from fusionbench.encoders.base import VisualFeatures
 from fusionbench.encoders.detector import build_detector, load_detector, save_detector, train_detector
 from fusionbench.encoders.regions import RegionEncoder
@@ -380,7 +381,7 @@ def test_build_model_with_each_encoder(source, shapes, detector):
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(tok)), input_ids[:, 1:].reshape(-1))
     loss.backward()
     assert model.token_proj[0].weight.grad.abs().sum() > 0
-    captions = model.caption(images, boxes, beam_size=2, max_len=5)
+    captions = model.caption(images, boxes, DecodingConfig(beam_size=2, max_len=5))
     assert len(captions) == 2
 
 

@@ -1,5 +1,6 @@
 """Grid expansion, names and hashes, failure isolation and resume."""
 
+import io
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from grids import write_grid
+from rich.console import Console
 
 from fusionbench.errors import ConfigError, FusionbenchError
 from fusionbench.grid import expand, load_grid
@@ -167,5 +169,89 @@ def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
     cell = grid.cells[0]
     run_experiment(cell.config, progress=False)
     store.append({**_base_record(cell), "status": "interrupted"})
-    todo, skip, resume = plan(grid, store, force=False)
-    assert [c.name for c in todo] == [cell.name] and resume == {cell.name} and not skip
+    todo, skip, resume, reevaluate = plan(grid, store, force=False)
+    assert [c.name for c in todo] == [cell.name] and resume == {cell.name} and not skip and not reevaluate
+
+
+def test_test_time_settings_are_not_in_the_training_hash(tmp_path):
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late"]}})
+    (base,) = load_grid(path).cells
+    for test_time in ("decoding.beam_size=1", "decoding.length_penalty=0.5", "scoring.spice=false"):
+        (cell,) = load_grid(path, [test_time]).cells
+        assert cell.hash != base.hash and cell.train_hash == base.train_hash, test_time
+        assert cell.evaluation != base.evaluation
+    # what validation decodes with picks the best epoch: it is training
+    for validation in ("decoding.val_beam_size=2", "decoding.max_len=5", "decoding.no_repeat_ngram=2"):
+        (cell,) = load_grid(path, [validation]).cells
+        assert cell.train_hash != base.train_hash, validation
+    # a length penalty only matters to validation when it runs beam search
+    beam_val = load_grid(path, ["decoding.val_beam_size=2"]).cells[0]
+    penalised = load_grid(path, ["decoding.val_beam_size=2", "decoding.length_penalty=0.5"]).cells[0]
+    assert penalised.train_hash != beam_val.train_hash
+
+
+def test_validate_rejects_a_bad_decoding_value_before_anything_runs(tmp_path, capsys):
+    from fusionbench.cli import main
+
+    assert main(["validate", str(CONFIGS / "tiny.yaml"), "decoding.beam_size=0"]) == 2
+    assert "decoding.beam_size=0" in capsys.readouterr().err
+    grid = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late"]}})
+    assert main(["run", str(grid), "decoding.beam_size=0", "--no-progress"]) == 2
+    assert main(["run", str(CONFIGS / "tiny.yaml"), f"output_dir={tmp_path}", "decoding.max_len=0"]) == 2
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "tiny").exists()  # nothing trained
+
+
+def test_changed_test_beam_reevaluates_the_best_checkpoint_without_training(tmp_path, capsys):
+    import json
+
+    from fusionbench.cli import main
+    from fusionbench.grid.runner import plan
+
+    path = write_grid(tmp_path, {"axes": {"model.fusion.name": ["attention"]}}, trainer={"max_epochs": 1})
+    first = run_grid(load_grid(path), progress=False)
+    assert first.completed == ["attention-s0"]
+    run_dir = tmp_path / "runs" / "g" / "attention-s0"
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    stamp = ckpt.stat().st_mtime_ns
+    before = json.loads((run_dir / "metrics.json").read_text())
+    assert before["decoding"]["beam_size"] == 2
+
+    store = ResultsStore(tmp_path / "runs" / "g")
+    beam1 = load_grid(path, ["decoding.beam_size=1"])
+    assert plan(beam1, store, force=False).reevaluate == {"attention-s0"}
+    assert plan(beam1, store, force=True).reevaluate == set()
+    assert plan(load_grid(path, ["decoding.max_len=5"]), store, force=False).reevaluate == set()
+    # records written before training hashes were stored: the run's config.yaml stands in
+    records = store.path.read_text().splitlines()
+    old = [
+        json.dumps({k: v for k, v in json.loads(r).items() if k not in ("train_hash", "action")})
+        for r in records
+    ]
+    store.path.write_text("\n".join(old) + "\n")
+    assert plan(beam1, store, force=False).reevaluate == {"attention-s0"}
+    assert main(["run", str(path), "decoding.beam_size=1", "--dry-run"]) == 0
+    assert "re-evaluate" in capsys.readouterr().out
+
+    shown = io.StringIO()
+    again = run_grid(beam1, progress=True, console=Console(file=shown, width=200))
+    assert again.completed == again.reevaluated == ["attention-s0"]
+    assert "1 re-evaluated" in shown.getvalue()  # the progress display says what happened
+    assert ckpt.stat().st_mtime_ns == stamp  # no training epoch: the checkpoint was only read
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["val_history"] == before["val_history"] and after["val"] == before["val"]
+    assert after["cost"]["train_seconds"] == before["cost"]["train_seconds"]
+    assert after["decoding"]["beam_size"] == 1 and after["cost"]["inference_setup"]["beam_size"] == 1
+    assert after["reevaluated"]["previous_decoding"]["beam_size"] == 2
+    latest = store.latest()["attention-s0"]
+    assert latest["action"] == "re-evaluate" and latest["status"] == "completed"
+    assert latest["evaluation"]["decoding"]["beam_size"] == 1
+    assert run_grid(beam1, progress=False).skipped == ["attention-s0"]  # finished with these settings
+
+    # the re-evaluated scores are those of training again with beam 1
+    reevaluated = {s: after[s] for s in ("test", "test_novel")}
+    predictions = (run_dir / "predictions.json").read_text()
+    retrained = run_grid(beam1, progress=False, force=True)
+    assert retrained.completed == ["attention-s0"] and not retrained.reevaluated
+    fresh = json.loads((run_dir / "metrics.json").read_text())
+    assert {s: fresh[s] for s in ("test", "test_novel")} == reevaluated
+    assert (run_dir / "predictions.json").read_text() == predictions

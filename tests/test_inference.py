@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ from PIL import Image
 import fusionbench
 from fusionbench.checkpoint import FORMAT_VERSION, checkpoint_block
 from fusionbench.config import load_config
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import FusionbenchError
 from fusionbench.experiment import run_experiment
 from fusionbench.inference import (
@@ -48,14 +50,8 @@ class KeepModel(pl.Callback):
 def decode(model, cfg, images: list[np.ndarray], boxes=None, **overrides) -> list[str]:
     """What the training loop's test step decodes for these images (uint8 HWC, as the data module)."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    dc = cfg.decoding
-    kwargs = dict(
-        beam_size=int(dc.beam_size),
-        max_len=int(dc.max_len),
-        length_penalty=float(dc.length_penalty),
-        no_repeat_ngram=int(dc.no_repeat_ngram),
-    )
-    return model.eval().caption(x, boxes, **{**kwargs, **overrides})
+    decoding = dataclasses.replace(DecodingConfig.from_cfg(cfg.decoding), **overrides)
+    return model.eval().caption(x, boxes, decoding)
 
 
 def format_1_block(model) -> dict:
@@ -173,6 +169,9 @@ def test_checkpoint_elsewhere_captions_like_the_trained_model(trained, tmp_path,
     monkeypatch.chdir(tmp_path)  # another working directory; the run folder no longer exists
     captioner = fusionbench.load(trained.ckpt)
     assert isinstance(captioner, Captioner) and captioner.image_size == 32
+    # decoding defaults to the checkpoint's test-time settings (tiny.yaml: beam 2, max_len 8)
+    assert captioner.decoding == DecodingConfig.from_cfg(trained.cfg.decoding)
+    assert (captioner.decoding.beam_size, captioner.decoding.max_len) == (2, 8)
     original = trained.model.state_dict()
     assert all(torch.equal(v, original[k]) for k, v in captioner.model.state_dict().items())
     expected = decode(trained.model, trained.cfg, trained.images)

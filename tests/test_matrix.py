@@ -7,6 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fusionbench.decoding import DecodingConfig
+from fusionbench.decoding.search import beam_search
 from fusionbench.model import build_model, build_tokenizer
 
 ENCODERS = {
@@ -81,8 +83,11 @@ def test_combination_trains_decodes_and_steps_incrementally(encoder, fusion, dec
     if fusion == "attention":
         assert extras["attention"].shape[:2] == ids.shape
 
-    greedy = model.generate(images, boxes, max_len=8)
-    assert torch.equal(greedy, model.generate(images, boxes, max_len=8, beam_size=1, strategy="beam"))
-    beams = model.caption(images, boxes, max_len=8, beam_size=3, no_repeat_ngram=2)
+    greedy = model.generate(images, boxes, DecodingConfig(beam_size=1, max_len=8))
+    ids = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    assert torch.equal(
+        greedy, beam_search(model, model.context(images, boxes), beam_size=1, max_len=8, **ids)
+    )
+    beams = model.caption(images, boxes, DecodingConfig(max_len=8, beam_size=3, no_repeat_ngram=2))
     assert len(beams) == 3 and all(isinstance(c, str) for c in beams)
     assert np.isfinite(sum(model.parameter_counts().values()))

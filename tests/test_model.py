@@ -4,7 +4,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fusionbench.decoding import _block_ngrams
+from fusionbench.config import load_config
+from fusionbench.decoding import DecodingConfig
+from fusionbench.decoding.search import _block_ngrams, beam_search, greedy_search
+from fusionbench.errors import ConfigError
 from fusionbench.model import build_model, build_tokenizer
 
 CAPTIONS = [
@@ -91,11 +94,12 @@ def test_greedy_decoding_memorises_a_caption_and_beam1_equals_greedy():
         loss.backward()
         opt.step()
     model.eval()
-    greedy = model.generate(images, max_len=12)
+    greedy = model.generate(images, None, DecodingConfig(beam_size=1, max_len=12))
     assert [tok.decode(r.tolist()) for r in greedy] == CAPTIONS
-    beam1 = model.generate(images, max_len=12, beam_size=1, strategy="beam")
+    ids = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    beam1 = beam_search(model, model.context(images), beam_size=1, max_len=12, **ids)
     assert torch.equal(greedy, beam1)
-    beam3 = model.caption(images, max_len=12, beam_size=3)
+    beam3 = model.caption(images, None, DecodingConfig(beam_size=3, max_len=12))
     assert beam3 == CAPTIONS
 
 
@@ -111,7 +115,7 @@ def test_attention_weights_are_a_distribution_over_tokens():
 def test_untrained_decoding_respects_max_len():
     model, tok = tiny("late")
     images, _ = batch(tok)
-    out = model.generate(images, max_len=5, beam_size=3)
+    out = model.generate(images, None, DecodingConfig(max_len=5, beam_size=3))
     assert out.shape[1] <= 6  # 5 words + <eos>
 
 
@@ -121,3 +125,55 @@ def test_ngram_blocking_bans_the_repeat():
     blocked = _block_ngrams(logp, seqs, 2)
     assert blocked[0, 6] == float("-inf")  # "5 6" already occurred
     assert torch.isfinite(blocked[0, [0, 1, 2, 3, 4, 5, 7, 8, 9]]).all()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(beam_size=1, max_len=7, no_repeat_ngram=2),
+        dict(beam_size=3, max_len=6, length_penalty=0.7, no_repeat_ngram=1),
+        dict(beam_size=2, max_len=5),
+    ],
+)
+def test_generate_with_a_decoding_config_equals_the_searches_called_by_hand(settings):
+    model, tok = tiny("attention")
+    model.eval()
+    images, _ = batch(tok)
+    ctx = model.context(images)
+    ids = dict(bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    if settings["beam_size"] == 1:
+        search = {k: v for k, v in settings.items() if k != "beam_size"}
+        expected = greedy_search(model, ctx, **ids, **search)
+    else:
+        expected = beam_search(model, ctx, **ids, **settings)
+    assert torch.equal(model.generate(images, None, DecodingConfig(**settings)), expected)
+    assert model.caption(images, None, DecodingConfig(**settings)) == [
+        tok.decode(r.tolist()) for r in expected
+    ]
+
+
+def test_decoding_defaults_are_the_configs():
+    cfg = load_config(None)
+    assert DecodingConfig.from_cfg(cfg.decoding) == DecodingConfig()
+    assert DecodingConfig().beam_size == 3 and DecodingConfig().for_validation().greedy
+    assert DecodingConfig.from_cfg({"beam_size": 5}) == DecodingConfig(beam_size=5)  # older configs
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("beam_size", 0, ">= 1"),
+        ("max_len", 0, ">= 1"),
+        ("val_beam_size", -1, ">= 1"),
+        ("no_repeat_ngram", -2, ">= 0"),
+        ("length_penalty", float("nan"), "finite"),
+        ("beam_size", 2.5, "integer"),
+    ],
+)
+def test_bad_decoding_values_name_key_value_and_what_is_allowed(key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"decoding\.{key}={value!r}.*{allowed}"):
+        DecodingConfig(**{key: value})
+    with pytest.raises(ConfigError, match=rf"decoding\.{key}"):
+        load_config(None, [f"decoding.{key}={value}"])
+    with pytest.raises(ConfigError, match="Unknown decoding setting.*decoding.beam"):
+        DecodingConfig.from_cfg({"beam": 2})

@@ -3,7 +3,7 @@
 A decoder consumes whatever its fusion provides in the ``FusedContext`` (a prefix in its input
 stream, a memory to attend over, an initial-state vector) and produces hidden states of width
 ``d_model``; ``CaptioningModel`` applies the fusion's ``combine`` and then ``lm_head``.
-Greedy and beam search are written once (``fusionbench.decoding``) over ``init_state``/``step``/
+Greedy and beam search are written once (``fusionbench.decoding.search``) over ``init_state``/``step``/
 ``reorder_state``, so every decoder gets the same decoding.
 
 State is a dict of tensors whose first dimension is the batch, so beam search can reorder any

@@ -317,11 +317,10 @@ class BertDecoder(Decoder):
 
     def init_state(self, ctx: FusedContext) -> State:
         b = ctx.batch_size
-        ref = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None)
         state: State = {
             "self_kv": (),
-            "mask": torch.zeros(b, 0, dtype=torch.long, device=ref.device),
-            "next_pos": torch.zeros(b, dtype=torch.long, device=ref.device),
+            "mask": torch.zeros(b, 0, dtype=torch.long, device=ctx.device),
+            "next_pos": torch.zeros(b, dtype=torch.long, device=ctx.device),
             "length": 0,
         }
         memory = self._memory(ctx)

@@ -68,13 +68,12 @@ class LSTMDecoder(Decoder):
     # -- state --------------------------------------------------------------------------------
     def init_state(self, ctx: FusedContext) -> State:
         b, L, d = ctx.batch_size, self.config.num_layers, self.d_model
-        ref = next(t for t in (ctx.init, ctx.memory, ctx.prefix, ctx.merge) if t is not None)
         if self.uses_init and ctx.init is not None:
             h = torch.tanh(self.init_h(ctx.init)).view(b, L, d)
             c = torch.tanh(self.init_c(ctx.init)).view(b, L, d)
         else:
-            h = ref.new_zeros(b, L, d)
-            c = ref.new_zeros(b, L, d)
+            h = torch.zeros(b, L, d, dtype=ctx.dtype, device=ctx.device)
+            c = torch.zeros(b, L, d, dtype=ctx.dtype, device=ctx.device)
         state: State = {"h": h, "c": c}
         if self.uses_memory:
             state["mem_proj"] = self.attention.mem(ctx.memory)

@@ -253,10 +253,10 @@ class TransformerDecoder(Decoder):
                 weights = w
         return self.final_norm(x), new_past, valid, weights
 
-    def _empty_past(self, ref: Tensor, b: int) -> tuple[list[KV], Tensor]:
+    def _empty_past(self, b: int, dtype: torch.dtype, device: torch.device) -> tuple[list[KV], Tensor]:
         h = self.config.num_heads
-        empty = ref.new_zeros(b, h, 0, self.d_model // h)
-        return [(empty, empty) for _ in self.layers], torch.zeros(b, 0, dtype=torch.bool, device=ref.device)
+        empty = torch.zeros(b, h, 0, self.d_model // h, dtype=dtype, device=device)
+        return [(empty, empty) for _ in self.layers], torch.zeros(b, 0, dtype=torch.bool, device=device)
 
     def _prefix(self, ctx: FusedContext) -> tuple[Tensor, Tensor] | None:
         if not (self.uses_prefix and ctx.prefix is not None):
@@ -277,7 +277,7 @@ class TransformerDecoder(Decoder):
             p = prefix[0].shape[1]
             x = torch.cat([prefix[0], x], dim=1)
             valid = torch.cat([prefix[1], valid], dim=1)
-        past, past_valid = self._empty_past(x, b)
+        past, past_valid = self._empty_past(b, x.dtype, x.device)
         h, _, _, weights = self._run(x, valid, past, past_valid, self._cross_kv(ctx), ctx)
         extras: dict[str, Tensor] = {}
         if weights is not None:
@@ -286,8 +286,7 @@ class TransformerDecoder(Decoder):
 
     def init_state(self, ctx: FusedContext) -> State:
         b = ctx.batch_size
-        ref = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None)
-        past, valid = self._empty_past(ref, b)
+        past, valid = self._empty_past(b, ctx.dtype, ctx.device)
         cross = self._cross_kv(ctx)
         prefix = self._prefix(ctx)
         if prefix is not None:

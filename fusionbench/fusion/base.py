@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor, nn
 
 from fusionbench.encoders.base import VisualFeatures
@@ -48,6 +49,23 @@ class FusedContext:
             if t is not None:
                 return t.shape[0]
         raise ValueError("empty FusedContext")
+
+    def _reference(self) -> Tensor:
+        """The first image tensor set (prefix, memory, init, merge): where the image went."""
+        for t in (self.prefix, self.memory, self.init, self.merge):
+            if t is not None:
+                return t
+        raise ValueError("empty FusedContext: a fusion must set prefix, memory, init or merge")
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the context's tensors (decoders and searches create their state there)."""
+        return self._reference().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the context's tensors (a decoder's zero state takes it)."""
+        return self._reference().dtype
 
     def index_select(self, index: Tensor) -> FusedContext:
         """Rows ``index`` of every tensor (beam search expands each image into beams)."""

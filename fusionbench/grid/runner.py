@@ -5,7 +5,9 @@ A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``fa
 error and the traceback in ``<run_dir>/error.log``; the grid goes on. A cell's Lightning lines,
 logging and warnings go to ``<run_dir>/cell.log``; the console keeps the grid's progress and one
 line per finished cell. Running the same grid again skips cells whose last record is
-``completed`` with the same config hash, and continues an interrupted cell from its
+``completed`` with the same config hash, re-evaluates a finished cell whose config differs only
+in test-time settings (same ``training_hash``: e.g. another ``decoding.beam_size``) from its
+``checkpoints/best.ckpt`` without training, and continues an interrupted cell from its
 ``last.ckpt``. Ctrl-C records the current cell as ``interrupted`` (no result file is
 half-written: every file is written atomically) and stops.
 """
@@ -18,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
@@ -34,13 +36,17 @@ from rich.progress import (
 )
 
 from fusionbench.grid import Cell, Grid
+from fusionbench.grid.spec import config_hash, training_hash
 from fusionbench.logs import log_to_file, quiet_known_noise
 from fusionbench.naming import components
 from fusionbench.results import ResultsStore, git_commit, now_iso
 
 log = logging.getLogger(__name__)
 CELL_LOG = "cell.log"  # in each cell's run folder: Lightning's lines, logging and warnings of the cell
-SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components")
+SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components", "decoding")
+# What a cell attempt does (the record's ``action``): train (or resume), or test a trained checkpoint.
+TRAIN = "train"
+REEVALUATE = "re-evaluate"
 DIST_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",
@@ -55,8 +61,9 @@ DIST_ENV = (
 
 @dataclass
 class GridSummary:
-    completed: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)  # trained, or re-evaluated, in this invocation
     skipped: list[str] = field(default_factory=list)
+    reevaluated: list[str] = field(default_factory=list)  # of ``completed``: tested again, not trained
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: str | None = None
     seconds: float = 0.0
@@ -132,22 +139,34 @@ def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
-def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> dict[str, Any]:
+def execute_cell(
+    cell: Cell, *, resume: bool, callbacks: list | None = None, reevaluate: bool = False
+) -> dict[str, Any]:
     """Run one cell and return its results record (never raises for a failing cell).
 
     Lightning's per-run lines, logging and warnings go to ``<run_dir>/cell.log``, not the console
     (``fusionbench.logs.log_to_file``), so a grid's console keeps its own progress display.
-    """
-    from fusionbench.experiment import run_experiment
 
-    record = _base_record(cell)
+    ``reevaluate=True`` tests the cell's trained ``best.ckpt`` with its config's test-time settings
+    (``fusionbench.experiment.reevaluate_run``) instead of training.
+    """
+    from fusionbench.experiment import reevaluate_run, run_experiment
+
+    record = _base_record(cell, REEVALUATE if reevaluate else TRAIN)
     start = time.perf_counter()
     try:
         with log_to_file(_run_dir(cell) / CELL_LOG):
             log.info(
-                "cell %s (config hash %s) starts%s", cell.name, cell.hash, " (resuming)" if resume else ""
+                "cell %s (config hash %s) %s%s",
+                cell.name,
+                cell.hash,
+                "is re-evaluated" if reevaluate else "starts",
+                " (resuming)" if resume else "",
             )
-            if needs_own_process(cell.config):
+            if reevaluate:
+                own = needs_own_process(cell.config)
+                metrics = reevaluate_run(cell.config, single_process=own, callbacks=callbacks)
+            elif needs_own_process(cell.config):
                 metrics = _execute_in_subprocess(cell, resume)
             else:
                 metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
@@ -162,11 +181,17 @@ def execute_cell(cell: Cell, *, resume: bool, callbacks: list | None = None) -> 
     return record
 
 
-def _base_record(cell: Cell) -> dict[str, Any]:
+def _base_record(cell: Cell, action: str = TRAIN) -> dict[str, Any]:
+    """A record's fields known before the attempt: ``hash`` (``config_hash``, decides skipping),
+    ``train_hash`` and ``evaluation`` (``training_hash``, ``evaluation_settings``: decide
+    re-evaluating) and ``action`` (``train`` or ``re-evaluate``)."""
     cfg = cell.config
     return {
         "cell": cell.name,
         "hash": cell.hash,
+        "train_hash": cell.train_hash,
+        "evaluation": cell.evaluation,
+        "action": action,
         "status": "running",
         "error": None,
         "assignment": cell.assignment,
@@ -197,45 +222,96 @@ def run_cell_worker(payload: dict[str, Any]) -> dict[str, Any]:
         config=OmegaConf.create(payload["cell_yaml"]),
         hash=payload["hash"],
     )
-    return execute_cell(cell, resume=bool(payload["resume"]))
+    return execute_cell(cell, resume=bool(payload["resume"]), reevaluate=bool(payload.get("reevaluate")))
 
 
-def _payload(cell: Cell, resume: bool) -> dict[str, Any]:
+def _payload(cell: Cell, resume: bool, reevaluate: bool = False) -> dict[str, Any]:
     return {
         "cell_yaml": OmegaConf.to_yaml(cell.config),
         "name": cell.name,
         "assignment": cell.assignment,
         "hash": cell.hash,
         "resume": resume,
+        "reevaluate": reevaluate,
         "cwd": os.getcwd(),
     }
 
 
-def plan(grid: Grid, store: ResultsStore, force: bool) -> tuple[list[Cell], list[Cell], set[str]]:
-    """Which cells to skip (finished, unchanged), which to run, and which of those to resume."""
+class Plan(NamedTuple):
+    """What running a grid again does with each cell: ``todo`` (to run, in order), ``skip``
+    (finished with this config), and the names in ``todo`` to ``resume`` from ``last.ckpt`` or to
+    ``reevaluate`` from ``best.ckpt`` (trained with the same ``training_hash``)."""
+
+    todo: list[Cell]
+    skip: list[Cell]
+    resume: set[str]
+    reevaluate: set[str]
+
+    def action(self, cell: Cell) -> str:
+        """``skip``, ``re-evaluate``, ``resume`` or ``train``."""
+        if cell.name in self.reevaluate:
+            return REEVALUATE
+        if cell.name in self.resume:
+            return "resume"
+        return "skip" if any(c.name == cell.name for c in self.skip) else TRAIN
+
+
+def _trained_with(record: dict[str, Any], run_dir: Path) -> str | None:
+    """The training hash of the checkpoint a completed record left in ``run_dir``.
+
+    Records written before training hashes were stored lack ``train_hash``; for those it is
+    computed from the run folder's ``config.yaml``, provided that file is the config the record
+    ran (its ``config_hash`` equals the record's ``hash``). Otherwise None: the cell is retrained.
+    """
+    if record.get("train_hash"):
+        return str(record["train_hash"])
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        cfg = OmegaConf.load(saved)
+        return training_hash(cfg) if config_hash(cfg) == record.get("hash") else None
+    except Exception:  # an unreadable or foreign config.yaml: retrain rather than guess
+        return None
+
+
+def plan(grid: Grid, store: ResultsStore, force: bool) -> Plan:
+    """Which cells to skip (finished, unchanged), which to run, and which of those to resume or to
+    re-evaluate (finished, trained as this config would train, tested differently)."""
     latest = store.latest()
-    todo, skip, resume = [], [], set()
+    trained = store.trained()
+    todo, skip, resume, reevaluate = [], [], set(), set()
     for cell in grid.cells:
         rec = latest.get(cell.name)
+        run_dir = _run_dir(cell)
         finished = (
             rec is not None
             and rec.get("status") == "completed"
             and rec.get("hash") == cell.hash
-            and (_run_dir(cell) / "metrics.json").is_file()
+            and (run_dir / "metrics.json").is_file()
         )
         if finished and not force:
             skip.append(cell)
             continue
         todo.append(cell)
+        if force:
+            continue
+        base = trained.get(cell.name)
         if (
-            not force
-            and rec is not None
+            base is not None
+            and (run_dir / "checkpoints" / "best.ckpt").is_file()
+            and (run_dir / "metrics.json").is_file()
+            and _trained_with(base, run_dir) == cell.train_hash
+        ):
+            reevaluate.add(cell.name)
+        elif (
+            rec is not None
             and rec.get("hash") == cell.hash
             and rec.get("status") in ("running", "interrupted")
-            and (_run_dir(cell) / "checkpoints" / "last.ckpt").is_file()
+            and (run_dir / "checkpoints" / "last.ckpt").is_file()
         ):
             resume.add(cell.name)
-    return todo, skip, resume
+    return Plan(todo, skip, resume, reevaluate)
 
 
 def run_grid(
@@ -258,7 +334,7 @@ def run_grid(
     quiet_known_noise()
     store = ResultsStore(grid.results_dir)
     store.claim(grid.name, grid.source, force=force)
-    todo, skipped, resume = plan(grid, store, force)
+    todo, skipped, resume, reevaluate = plan(grid, store, force)
     summary = GridSummary(skipped=[c.name for c in skipped])
     start = time.perf_counter()
     columns = [
@@ -270,13 +346,15 @@ def run_grid(
     ]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         overall = bar.add_task(
-            _describe(summary, len(grid.cells)), total=len(grid.cells), completed=len(skipped)
+            _describe(summary, len(grid.cells), reevaluate), total=len(grid.cells), completed=len(skipped)
         )
 
         def finish(record: dict[str, Any]) -> None:
             store.append(record)
             if record["status"] == "completed":
                 summary.completed.append(record["cell"])
+                if record.get("action") == REEVALUATE:
+                    summary.reevaluated.append(record["cell"])
                 console.print(finished_line(record), highlight=False)
             else:
                 summary.failed[record["cell"]] = record.get("error") or "failed"
@@ -286,18 +364,27 @@ def run_grid(
                     + (f" (traceback in {where})" if record["status"] == "failed" else ""),
                     highlight=False,
                 )
-            bar.update(overall, advance=1, description=_describe(summary, len(grid.cells)))
+            bar.update(overall, advance=1, description=_describe(summary, len(grid.cells), reevaluate))
 
         if jobs <= 1:
             for cell in todo:
-                store.append(_base_record(cell))
-                epochs = bar.add_task(f"  {cell.name}", total=int(cell.config.trainer.max_epochs))
+                again = cell.name in reevaluate
+                action = REEVALUATE if again else TRAIN
+                store.append(_base_record(cell, action))
+                epochs = bar.add_task(
+                    f"  {cell.name} (re-evaluate: no training)" if again else f"  {cell.name}",
+                    total=1 if again else int(cell.config.trainer.max_epochs),
+                )
                 try:
                     record = execute_cell(
-                        cell, resume=cell.name in resume, callbacks=[EpochProgress(bar, epochs)]
+                        cell,
+                        resume=cell.name in resume,
+                        callbacks=[EpochProgress(bar, epochs)],
+                        reevaluate=again,
                     )
                 except (KeyboardInterrupt, SystemExit):
-                    store.append({**_base_record(cell), "status": "interrupted", "finished_at": now_iso()})
+                    rec = {**_base_record(cell, action), "status": "interrupted", "finished_at": now_iso()}
+                    store.append(rec)
                     summary.interrupted = cell.name
                     break
                 finally:
@@ -305,7 +392,16 @@ def run_grid(
                 finish(record)
         else:
             _run_launched(
-                grid, store, todo, resume, finish, summary, jobs=jobs, launcher=launcher, address=address
+                grid,
+                store,
+                todo,
+                resume,
+                finish,
+                summary,
+                jobs=jobs,
+                launcher=launcher,
+                address=address,
+                reevaluate=reevaluate,
             )
     summary.seconds = time.perf_counter() - start
     if not summary.interrupted and (summary.completed or summary.skipped):
@@ -326,6 +422,7 @@ def _run_launched(
     jobs: int,
     launcher: str,
     address: str | None,
+    reevaluate: set[str] | None = None,
 ) -> None:
     """Submit cells to a launcher (at most ``launcher.parallel`` outstanding) and record each result."""
     from fusionbench.launchers import LauncherConfig, WorkerDied, make_launcher
@@ -338,13 +435,17 @@ def _run_launched(
         results_dir=grid.results_dir,
         address=address,
     )
+    reevaluate = reevaluate or set()
     queue = list(todo)
     pending: dict[Any, Cell] = {}
 
+    def action(cell: Cell) -> str:
+        return REEVALUATE if cell.name in reevaluate else TRAIN
+
     def submit(cells: list[Cell]) -> None:
         for cell in cells:
-            store.append(_base_record(cell))
-        payloads = [_payload(c, c.name in resume) for c in cells]
+            store.append(_base_record(cell, action(cell)))
+        payloads = [_payload(c, c.name in resume, c.name in reevaluate) for c in cells]
         batch = getattr(runner, "submit_batch", None)
         handles = batch(payloads) if batch and len(cells) > 1 else [runner.submit(p) for p in payloads]
         pending.update(zip(handles, cells))
@@ -364,13 +465,15 @@ def _run_launched(
                     finish(runner.result(handle))
                 except WorkerDied as err:
                     # Not the cell's fault: record it as interrupted so the next run resumes it.
-                    rec = _base_record(cell)
+                    rec = _base_record(cell, action(cell))
                     rec.update(status="interrupted", error=f"worker died: {err}", finished_at=now_iso())
                     finish(rec)
     except KeyboardInterrupt:
         for handle, cell in pending.items():
             runner.cancel(handle)
-            store.append({**_base_record(cell), "status": "interrupted", "finished_at": now_iso()})
+            store.append(
+                {**_base_record(cell, action(cell)), "status": "interrupted", "finished_at": now_iso()}
+            )
         summary.interrupted = ", ".join(c.name for c in [*pending.values(), *queue]) or "the grid"
     finally:
         runner.close()
@@ -393,9 +496,12 @@ def finished_line(record: dict[str, Any]) -> str:
     return f"[green]done[/green] {record['cell']}{shown}{took}"
 
 
-def _describe(summary: GridSummary, total: int) -> str:
+def _describe(summary: GridSummary, total: int, reevaluate: set[str] | None = None) -> str:
     done = len(summary.completed) + len(summary.skipped)
+    again = len(set(reevaluate or ()) - set(summary.completed) - set(summary.failed))
+    to_go = total - done - len(summary.failed)
     return (
-        f"grid: {done} done ({len(summary.skipped)} skipped), [red]{len(summary.failed)} failed[/red], "
-        f"{total - done - len(summary.failed)} to go"
+        f"grid: {done} done ({len(summary.skipped)} skipped, {len(summary.reevaluated)} re-evaluated), "
+        f"[red]{len(summary.failed)} failed[/red], {to_go} to go"
+        + (f" ({again} to re-evaluate, without training)" if again > 0 else "")
     )

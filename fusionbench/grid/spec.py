@@ -17,7 +17,8 @@ A grid file is an experiment file with a ``grid:`` section::
 Every cell is composed and validated like a single experiment (same layering, same errors) before
 anything runs, gets a stable readable name (``cnn-attention-lstm-s1``: component names as they
 are, other keys as ``leaf=value``) and a hash of its resolved config, which decides whether a
-finished cell can be skipped when the grid is run again.
+finished cell can be skipped when the grid is run again; a cell whose only changes are test-time
+settings (``training_hash``) is re-evaluated from its best checkpoint instead of retrained.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fusionbench.config import compose, file_layers, parse_overrides
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import ConfigError, FusionbenchError
 
-# keys that name where/how results are shown or logged, not what is computed: excluded from the cell hash
-# Keys that never change a cell's results (the feature cache reproduces on-the-fly features exactly).
+# Keys that name where/how results are shown or logged, not what is computed, and keys that never
+# change a cell's results (the feature cache reproduces on-the-fly features exactly): not hashed.
 _NOT_HASHED = ("name", "run_name", "output_dir", "trainer.enable_progress_bar", "logger", "features")
+# Keys read only after training, to decode and score the evaluation splits (see ``training_hash``).
+_TEST_TIME = ("scoring", "metrics")
 
 
 @dataclass
@@ -51,6 +55,16 @@ class Cell:
     @property
     def seed(self) -> int:
         return int(self.config.seed)
+
+    @property
+    def train_hash(self) -> str:
+        """``training_hash`` of the config: which trained checkpoint this cell's results come from."""
+        return training_hash(self.config)
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """``evaluation_settings`` of the config: how that checkpoint is tested."""
+        return evaluation_settings(self.config)
 
 
 @dataclass
@@ -71,8 +85,7 @@ def is_grid_file(path: str | Path) -> bool:
     return any("grid" in layer for _, layer in file_layers(Path(path)))
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """A short hash of everything in a resolved config that can change the results."""
+def _hashed(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True)
     for dotted in _NOT_HASHED:
         node = data
@@ -80,8 +93,47 @@ def config_hash(cfg: DictConfig) -> str:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
+    return data
+
+
+def _digest(data: dict) -> str:
     text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of everything in a resolved config that can change the results: a finished
+    cell with the same hash is skipped."""
+    return _digest(_hashed(cfg))
+
+
+def training_hash(cfg: DictConfig) -> str:
+    """A short hash of what the trained checkpoint (``best.ckpt``) depends on.
+
+    ``config_hash`` without the settings used only after training: the test-time decoding
+    (``decoding.beam_size``, and ``length_penalty`` where validation decodes greedily), ``scoring``
+    (SPICE; validation never computes it) and ``metrics`` (extra metrics, computed on the test
+    predictions only). What validation decodes with stays in: it picks the best epoch, so
+    ``val_beam_size``, ``max_len`` and ``no_repeat_ngram`` (which validation also uses, and
+    ``length_penalty`` when ``val_beam_size > 1``) change the checkpoint
+    (``DecodingConfig.for_validation().search_settings()``). A finished cell whose training hash
+    matches but whose ``config_hash`` does not is re-evaluated from its checkpoint, not retrained.
+    """
+    data = _hashed(cfg)
+    for key in _TEST_TIME:
+        data.pop(key, None)
+    data["decoding"] = DecodingConfig.from_cfg(cfg.get("decoding")).for_validation().search_settings()
+    return _digest(data)
+
+
+def evaluation_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The test-time settings of a config (plain values): ``decoding`` (``DecodingConfig.test_settings``),
+    ``scoring`` and ``metrics``; what a results record stores beside the training hash."""
+    out: dict[str, Any] = {"decoding": DecodingConfig.from_cfg(cfg.get("decoding")).test_settings()}
+    for key in _TEST_TIME:
+        value = cfg.get(key)
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
 
 
 def _value_label(key: str, value: Any) -> str:

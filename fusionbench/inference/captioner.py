@@ -8,6 +8,7 @@ exist here) and wraps it with the image preparation of ``fusionbench.inference.i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from fusionbench.checkpoint import read_checkpoint, rebuild_model
+from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import FusionbenchError
 from fusionbench.inference.attention import AttentionCaption, token_text
 from fusionbench.inference.images import ImageInputError, PreparedImage, prepare_image, training_size
@@ -57,20 +59,15 @@ class Captioner:
             raise FusionbenchError(f"Cannot use device '{device}': {err}. Use --device cpu.") from None
         return self
 
-    def _decoding(self, beam_size: int | None, max_len: int | None, **extra: Any) -> dict[str, Any]:
-        dc = self.config.get("decoding", {})
-        out = {
-            "beam_size": int(beam_size if beam_size is not None else dc.get("beam_size", 1)),
-            "max_len": int(max_len if max_len is not None else dc.get("max_len", 20)),
-            "length_penalty": float(dc.get("length_penalty", 0.0)),
-            "no_repeat_ngram": int(dc.get("no_repeat_ngram", 0)),
-        }
-        out.update({k: v for k, v in extra.items() if v is not None})
-        if out["beam_size"] < 1 or out["max_len"] < 1:
-            raise FusionbenchError(
-                f"beam size and max length must be >= 1, got beam={out['beam_size']}, max_len={out['max_len']}."
-            )
-        return out
+    @property
+    def decoding(self) -> DecodingConfig:
+        """The checkpoint's test-time decoding (its config's ``decoding``; the defaults where it has none)."""
+        return DecodingConfig.from_cfg(self.config.get("decoding"))
+
+    def _decoding(self, beam_size: int | None, max_len: int | None, **extra: Any) -> DecodingConfig:
+        """``decoding`` with this call's overrides (None keeps the checkpoint's value)."""
+        given = {"beam_size": beam_size, "max_len": max_len, **extra}
+        return replace(self.decoding, **{k: v for k, v in given.items() if v is not None})
 
     def _prepare(self, images: Any) -> list[PreparedImage]:
         if isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor)) or not isinstance(
@@ -128,12 +125,12 @@ class Captioner:
         """One caption per image (a single image or a list; a ``[B, 3, H, W]`` tensor is B images)."""
         items = self._prepare(images)
         self._check_boxes(boxes)
-        kwargs = self._decoding(
+        decoding = self._decoding(
             beam_size, max_len, length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram
         )
         out: list[str] = [""] * len(items)
         for chunk, x, bx in self._batches(items, boxes, batch_size):
-            for i, text in zip(chunk, self.model.caption(x, bx, **kwargs)):
+            for i, text in zip(chunk, self.model.caption(x, bx, decoding)):
                 out[i] = text
         return out
 
@@ -154,13 +151,13 @@ class Captioner:
 
         items = self._prepare(images)
         self._check_boxes(boxes)
-        kwargs = self._decoding(
+        decoding = self._decoding(
             beam_size, max_len, length_penalty=length_penalty, no_repeat_ngram=no_repeat_ngram
         )
         tok = self.tokenizer
         out: list[AttentionCaption | None] = [None] * len(items)
         for chunk, x, bx in self._batches(items, boxes, batch_size):
-            ids = self.model.generate(x, bx, **kwargs)  # [B, L]
+            ids = self.model.generate(x, bx, decoding)  # [B, L]
             bos = torch.full((ids.shape[0], 1), tok.bos_id, dtype=ids.dtype, device=ids.device)
             inputs = torch.cat([bos, ids[:, :-1]], dim=1)
             vis = self.model.encode(x, bx)

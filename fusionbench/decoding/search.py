@@ -8,6 +8,7 @@ score, so ``beam_size=1`` is exactly greedy. Beams are ranked by their summed lo
 the final choice among a image's beams divides by ``length ** length_penalty`` (0 = no
 normalisation, as in most captioning code bases). ``no_repeat_ngram=n`` forbids any n-gram to
 occur twice in a caption (Paulus et al., 2018), the usual cure for "a red circle a red circle".
+``decode`` is the one place that chooses greedy search (``beam_size == 1``) or beam search.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from fusionbench.decoding.settings import DecodingConfig
 from fusionbench.fusion.base import FusedContext
 
 
@@ -57,7 +59,7 @@ def greedy_search(
 ) -> Tensor:
     """Most probable next word at each step; ``[B, L]`` ids ending in ``eos`` (then ``pad``)."""
     b = ctx.batch_size
-    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    device = ctx.device
     state = model.start(ctx)
     last = torch.full((b,), bos_id, dtype=torch.long, device=device)
     finished = torch.zeros(b, dtype=torch.bool, device=device)
@@ -94,7 +96,7 @@ def beam_search(
 ) -> Tensor:
     """Batched beam search; returns the best ``[B, L]`` ids per image."""
     b, k = ctx.batch_size, beam_size
-    device = next(t for t in (ctx.prefix, ctx.memory, ctx.init, ctx.merge) if t is not None).device
+    device = ctx.device
     expand = torch.arange(b, device=device).repeat_interleave(k)
     ctx = ctx.index_select(expand)
     state = model.start(ctx)
@@ -134,3 +136,22 @@ def beam_search(
     norm = scores.view(-1) / lengths.clamp(min=1).pow(length_penalty) if length_penalty else scores.view(-1)
     best = norm.view(b, k).argmax(1)
     return seqs.view(b, k, -1)[torch.arange(b, device=device), best]
+
+
+def decode(
+    model: Steppable, ctx: FusedContext, decoding: DecodingConfig, *, bos_id: int, eos_id: int, pad_id: int
+) -> Tensor:
+    """Caption ids ``[B, L]`` for ``ctx`` with ``decoding``: greedy search when ``beam_size == 1``
+    (what beam search gives then, faster), else beam search. The one place that chooses."""
+    common = dict(
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        max_len=decoding.max_len,
+        no_repeat_ngram=decoding.no_repeat_ngram,
+    )
+    if decoding.greedy:
+        return greedy_search(model, ctx, **common)
+    return beam_search(
+        model, ctx, beam_size=decoding.beam_size, length_penalty=decoding.length_penalty, **common
+    )
