@@ -52,6 +52,8 @@ class Range:
     def allows(self, value: Any) -> bool:
         if value in self.also:
             return True
+        if value != value:  # NaN: every comparison is False, so no bound would catch it
+            return False
         return not (
             (self.ge is not None and value < self.ge)
             or (self.gt is not None and value <= self.gt)

@@ -194,7 +194,7 @@ def test_validate_rejects_a_bad_decoding_value_before_anything_runs(tmp_path, ca
     from fusionbench.cli import main
 
     assert main(["validate", str(CONFIGS / "tiny.yaml"), "decoding.beam_size=0"]) == 2
-    assert "decoding.beam_size=0" in capsys.readouterr().err
+    assert "Invalid value 0 for decoding.beam_size" in capsys.readouterr().err
     grid = write_grid(tmp_path, {"axes": {"model.fusion.name": ["late"]}})
     assert main(["run", str(grid), "decoding.beam_size=0", "--no-progress"]) == 2
     assert main(["run", str(CONFIGS / "tiny.yaml"), f"output_dir={tmp_path}", "decoding.max_len=0"]) == 2

@@ -92,8 +92,7 @@ def components():
 #: Options a component needs before its defaults are valid at all.
 REQUIRED = {("dataset", "folder"): {"root": "images"}}
 #: Sections whose numeric options are checked by their owner rather than by declared ranges here.
-#: ``decoding`` is DecodingConfig's own (its checks land separately); drop it here once they have.
-CHECKED_ELSEWHERE = {"decoding"}
+CHECKED_ELSEWHERE: set[str] = set()
 
 
 def bad_values(rule) -> list:

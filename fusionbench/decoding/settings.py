@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Annotated, Any
 
 from omegaconf import OmegaConf
 
+from fusionbench.checks import Range, check_config
 from fusionbench.errors import ConfigError
 
 
@@ -27,31 +28,22 @@ class DecodingConfig:
     speed), which decides the best epoch and so belongs to training (``for_validation``).
     """
 
-    beam_size: int = 3
-    max_len: int = 20
-    length_penalty: float = 0.0
-    no_repeat_ngram: int = 0
-    val_beam_size: int = 1  # validation decodes greedily for speed
+    beam_size: Annotated[int, Range(ge=1, note="1 = greedy search")] = 3
+    max_len: Annotated[int, Range(ge=1, note="the longest caption in words")] = 20
+    length_penalty: Annotated[
+        float,
+        Range(
+            gt=-math.inf,
+            lt=math.inf,
+            note="0 = rank beams by summed log-probability; 1 = by mean log-probability per word",
+        ),
+    ] = 0.0
+    no_repeat_ngram: Annotated[int, Range(ge=0, note="0 = no n-gram blocking")] = 0
+    val_beam_size: Annotated[int, Range(ge=1, note="1 = greedy search")] = 1  # validation: greedy, for speed
 
     def __post_init__(self) -> None:
-        for key, low, meaning in (
-            ("beam_size", 1, "1 = greedy search"),
-            ("max_len", 1, "the longest caption in words"),
-            ("val_beam_size", 1, "1 = greedy search"),
-            ("no_repeat_ngram", 0, "0 = no n-gram blocking"),
-        ):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(
-                    f"decoding.{key}={value!r} is not allowed: it must be an integer >= {low} ({meaning})."
-                )
-        lp = self.length_penalty
-        if isinstance(lp, bool) or not isinstance(lp, (int, float)) or not math.isfinite(lp):
-            raise ConfigError(
-                f"decoding.length_penalty={lp!r} is not allowed: it must be a finite number "
-                "(0 = rank beams by summed log-probability; 1 = by mean log-probability per word)."
-            )
-        self.length_penalty = float(lp)
+        check_config(self, "decoding")  # the declared types and ranges, as every config section
+        self.length_penalty = float(self.length_penalty)
 
     @classmethod
     def from_cfg(cls, node: Any = None) -> DecodingConfig:
