@@ -19,9 +19,12 @@ Where boxes come from (``box_source``)
     regions they hold). Such a model has no backbone and cannot encode images itself.
     ``detector``: a Faster R-CNN trained with
     ``fusionbench detector train`` (``fusionbench.encoders.detector``), loaded from
-    ``detector_checkpoint`` and run frozen, in eval mode and without gradients; detections with a
-    score >= ``score_threshold`` are kept, the ``max_boxes`` best. The detector is a submodule, so
-    it moves with the model and its weights are part of a captioner checkpoint.
+    ``detector_checkpoint`` and run frozen, in eval mode and without gradients, on any image
+    (also one of a dataset without boxes, such as ``folder``). Its detections are filtered like
+    Bottom-Up Top-Down's: score >= ``score_threshold`` (0.3), width and height >= ``min_box_size``
+    (2 px), class-agnostic NMS at IoU ``nms_threshold`` (0.5; also torchvision's per-class NMS),
+    then the ``max_boxes`` best (10). The detector is a submodule, so it moves with the model and
+    its weights are part of a captioner checkpoint.
 
 Regions per image
     With ``add_global_box`` a whole-image region comes first, so the decoder can always attend to
@@ -81,7 +84,22 @@ class RegionEncoder(Encoder):
         geometry_embedding: bool = True
         detector_checkpoint: str = ""
         score_threshold: float = 0.3
+        # box_source: detector — IoU of the class-agnostic NMS over the detections, in (0, 1]
+        nms_threshold: float = 0.5
+        # box_source: detector — detections narrower or lower than this many pixels are dropped
+        min_box_size: float = 2.0
         features: str = ""  # box_source: precomputed — a folder of .npz files or an .h5 file
+
+        def __post_init__(self) -> None:
+            if not 0.0 < self.nms_threshold <= 1.0:
+                raise ConfigError(
+                    f"{KEY}.nms_threshold must be in (0, 1] (the IoU above which a weaker detection "
+                    f"of the same object is dropped; default 0.5), got {self.nms_threshold}."
+                )
+            if not self.min_box_size >= 0.0:
+                raise ConfigError(
+                    f"{KEY}.min_box_size must be >= 0 pixels (default 2), got {self.min_box_size}."
+                )
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -192,15 +210,29 @@ class RegionEncoder(Encoder):
 
     @torch.no_grad()
     def _detect(self, images: Tensor) -> list[Tensor]:
+        from fusionbench.encoders.detector import configure_inference, select_boxes
+
         assert self.detector is not None
+        cfg = self.config
+        if hasattr(self.detector, "roi_heads"):
+            configure_inference(
+                self.detector,
+                score_threshold=cfg.score_threshold,
+                nms_threshold=cfg.nms_threshold,
+                max_boxes=cfg.max_boxes,
+            )
         self.detector.eval()
         outputs = self.detector([im.float() for im in images])
-        result = []
-        for o in outputs:
-            keep = o["scores"] >= self.config.score_threshold
-            _, order = o["scores"][keep].sort(descending=True)
-            result.append(o["boxes"][keep][order][: self.config.max_boxes].detach())
-        return result
+        return [
+            select_boxes(
+                o,
+                score_threshold=cfg.score_threshold,
+                nms_threshold=cfg.nms_threshold,
+                min_box_size=cfg.min_box_size,
+                max_boxes=cfg.max_boxes,
+            )[0].detach()
+            for o in outputs
+        ]
 
     # -- forward ----------------------------------------------------------------------------------
     def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
