@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--num-train", type=int, help="train images (default: shapes' 4,000)")
-    parser.add_argument("--epochs", type=int, default=4, help="default: the CLI's default (4)")
+    parser.add_argument("--epochs", type=int, default=3, help="default: the CLI's default (3)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--out", default="runs/detector/shapes-detector.pt", help="detector checkpoint")
