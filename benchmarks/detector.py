@@ -11,7 +11,8 @@ Targets: test recall@IoU0.5 (top 36) >= 0.9 and test mAP@0.5 >= 0.8, trained wit
 
 Part 2 (``--grid experiments/detector.yaml``): runs that grid with the checkpoint of part 1 (the
 ``regions-attention-transformer`` cell with dataset boxes and with detector boxes, 3 seeds each;
-results and leaderboard where the grid puts them) and tabulates test CIDEr-D per box source.
+results in ``runs/detector-boxes/``, leaderboard in ``--leaderboard-dir``) and tabulates test
+CIDEr-D per box source; positional ``overrides`` apply to those runs.
 Target: the detector-boxes cell's mean test CIDEr-D lies within the dataset-boxes cell's range
 over seeds.
 
@@ -97,15 +98,18 @@ def grid_part(args, checkpoint: str, console) -> dict:
 
     from fusionbench.grid import load_grid
 
-    grid = load_grid(args.grid, [f"model.encoder.detector_checkpoint={checkpoint}"])
+    overrides = [*args.overrides, f"model.encoder.detector_checkpoint={checkpoint}"]
+    grid = load_grid(args.grid, overrides)
     cmd = [
         sys.executable,
         "-c",
         "import sys; from fusionbench.cli import main; sys.exit(main())",
         "run",
         str(args.grid),
-        f"model.encoder.detector_checkpoint={checkpoint}",
+        *overrides,
         "--no-progress",
+        "--leaderboard-dir",
+        args.leaderboard_dir,
     ]
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
     console.print(f"running: fusionbench {' '.join(cmd[3:])}")
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides for the --grid runs")
     parser.add_argument("--num-train", type=int, help="train images (default: shapes' 4,000)")
     parser.add_argument("--epochs", type=int, default=3, help="default: the CLI's default (3)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -170,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/detector/shapes-detector.pt", help="detector checkpoint")
     parser.add_argument("--checkpoint", help="skip part 1: use this trained detector for --grid")
     parser.add_argument("--grid", help="part 2: a grid of box_source cells (experiments/detector.yaml)")
+    parser.add_argument(
+        "--leaderboard-dir",
+        default="leaderboards/detector-boxes",
+        help="where the grid's leaderboard goes (it is named after the dataset: keep it apart from leaderboards/shapes.*)",
+    )
     parser.add_argument("--result", default="detector", help="results file stem in benchmarks/results/")
     args = parser.parse_args(argv)
 
