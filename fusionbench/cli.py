@@ -357,8 +357,10 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_detector_train(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     from fusionbench.config import load_config
-    from fusionbench.encoders.detector import train_detector
+    from fusionbench.encoders.detector import TABLE_COLUMNS, metrics_rows, train_detector
     from fusionbench.registry import DATASETS
 
     cfg = load_config(args.config, args.overrides)
@@ -366,6 +368,7 @@ def _cmd_detector_train(args: argparse.Namespace) -> int:
     metrics = train_detector(
         dataset.split("train"),
         val_split=dataset.split("val"),
+        test_split=dataset.split("test") if "test" in dataset.splits() else None,
         out_path=args.out,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -375,10 +378,20 @@ def _cmd_detector_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         device=args.device,
     )
-    out.print(json.dumps({k: v for k, v in metrics.items() if k != "label_names"}, indent=2, default=str))
+    table = Table(
+        title=f"detector ({metrics['architecture']}, {metrics['train_images']} train images, "
+        f"{metrics['epochs']} epochs, {metrics['steps']} steps, {metrics['seconds']:.0f}s): COCO "
+        f"metrics x100, class-agnostic; kept = score >= {metrics['score_threshold']}, best "
+        f"{metrics['max_boxes']}"
+    )
+    for header in ["split", *(h for h, _ in TABLE_COLUMNS), "kept/image"]:
+        table.add_column(header, justify="left" if header == "split" else "right")
+    for row in metrics_rows(metrics):
+        table.add_row(*row)
+    out.print(table)
     out.print(
-        f"detector checkpoint: {metrics['checkpoint']} — use it with model.encoder.box_source=detector "
-        f"model.encoder.detector_checkpoint={metrics['checkpoint']}",
+        f"detector checkpoint: {metrics['checkpoint']} (metrics stored in it) — use it with "
+        f"model.encoder.box_source=detector model.encoder.detector_checkpoint={metrics['checkpoint']}",
         highlight=False,
     )
     return 0
@@ -558,9 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("config", help="experiment YAML whose `data:` section names a dataset with boxes")
     q.add_argument("overrides", nargs="*")
     q.add_argument("--out", required=True, help="checkpoint to write (model.encoder.detector_checkpoint)")
-    q.add_argument("--epochs", type=int, default=10)
+    q.add_argument("--epochs", type=int, default=3)
     q.add_argument("--batch-size", type=int, default=16)
-    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--lr", type=float, default=2e-3)
     q.add_argument("--label-mode", choices=["object", "label"], default="object")
     q.add_argument("--max-steps", type=int, help="stop after this many steps (quick checks)")
     q.add_argument("--device", help="cpu or cuda (default: cuda when available)")

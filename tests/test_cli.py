@@ -170,9 +170,14 @@ def test_detector_train_command_writes_a_checkpoint_the_regions_encoder_loads(ti
     ckpt = tmp_path / "detector.pt"
     args = ["detector", "train", str(tiny_config), "--out", str(ckpt), "--epochs", "1", "--batch-size", "8"]
     assert main([*args, "--max-steps", "2"]) == 0
-    assert "detector_checkpoint=" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "detector_checkpoint=" in text and "test" in text  # the table's val and test rows
     enc = ENCODERS.build({"name": "regions", "box_source": "detector", "detector_checkpoint": str(ckpt)})
     assert enc.detector is not None and not any(p.requires_grad for p in enc.detector.parameters())
+    stored = enc.detector_meta["metrics"]  # detection quality travels with the checkpoint
+    for key in ("val_map_50", "test_map_50", "test_map", "test_recall_iou50_top36"):
+        assert 0.0 <= stored[key] <= 1.0
+    assert stored["test_split"] == "test" and stored["steps"] == 2
 
 
 # -- what a command imports -----------------------------------------------------------------------

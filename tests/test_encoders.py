@@ -18,7 +18,17 @@ from omegaconf import OmegaConf
 from fusionbench.data.base import CaptionSplit
 from fusionbench.decoding import DecodingConfig
 from fusionbench.encoders.base import VisualFeatures
-from fusionbench.encoders.detector import build_detector, load_detector, save_detector, train_detector
+from fusionbench.encoders.detector import (
+    ARCHITECTURE,
+    CHECKPOINT_FORMAT,
+    LEGACY_ARCHITECTURE,
+    build_detector,
+    evaluate_detector,
+    load_detector,
+    save_detector,
+    select_boxes,
+    train_detector,
+)
 from fusionbench.encoders.regions import RegionEncoder
 from fusionbench.encoders.vit import ViTEncoder, default_num_heads
 from fusionbench.errors import ConfigError, DataError, FusionbenchError
@@ -58,12 +68,12 @@ def batch_of(split: CaptionSplit, n: int) -> tuple[torch.Tensor, list[torch.Tens
 
 @pytest.fixture(scope="module")
 def detector(shapes, tmp_path_factory):
-    """A detector trained for 4 steps on one fixed batch of 4 images: (checkpoint path, metrics)."""
+    """A detector trained for 4 steps on 16 images (2 epochs of 2 batches): (checkpoint path, metrics)."""
     path = tmp_path_factory.mktemp("detector") / "detector.pt"
     metrics = train_detector(
-        subset(shapes["train"], 4),
-        epochs=4,
-        batch_size=4,
+        subset(shapes["train"], 16),
+        epochs=2,
+        batch_size=8,
         lr=1e-3,
         out_path=path,
         seed=0,
@@ -230,6 +240,8 @@ def test_regions_dataset_source_without_boxes_explains_the_fix():
         ({"max_boxes": 0}, r"model\.encoder\.max_boxes"),
         ({"pool_size": 0}, r"model\.encoder\.pool_size"),
         ({"score_threshold": 1.5}, r"model\.encoder\.score_threshold"),
+        ({"nms_threshold": 0.0}, r"Invalid value 0.0 for model\.encoder\.nms_threshold: it must be in \(0, 1\]"),
+        ({"min_box_size": -1.0}, r"Invalid value -1.0 for model\.encoder\.min_box_size: it must be >= 0"),
         ({"feature_stride": 7}, r"model\.encoder\.feature_stride=7.*\[2, 4, 8, 16, 32\]"),
         ({"model_name": "resnet10"}, r"model\.encoder\.model_name"),
         ({"max_box": 5}, r"model\.encoder\.max_box.*Did you mean 'max_boxes'"),
@@ -261,12 +273,14 @@ def test_regions_detector_source_loads_the_checkpoint_and_stays_frozen(shapes, d
         {**REGIONS, "box_source": "detector", "detector_checkpoint": str(path), "score_threshold": 0.0}
     )
     assert enc.detector is not None and enc.detector_meta["label_names"] == ["object"]
+    assert enc.detector_meta["architecture"] == ARCHITECTURE
     assert not any(p.requires_grad for p in enc.detector.parameters())
     enc.train()
     assert not enc.detector.training and enc.backbone.training
     images, boxes = batch_of(shapes["val"], 2)
     vis = enc(images, boxes)  # dataset boxes are ignored
     check_features(vis, 2, enc.out_dim)
+    assert (vis.mask.sum(dim=1) > 1).all(), "the detector gives regions besides the whole image"
     assert (vis.mask.sum(dim=1) <= 1 + enc.config.max_boxes).all()
     real = vis.boxes[vis.mask]
     assert (real >= 0).all() and (real[:, 2] <= 64).all() and (real[:, 3] <= 64).all()
@@ -304,6 +318,129 @@ def test_regions_detector_boxes_are_thresholded_and_top_k(tmp_path):
     assert enc(torch.rand(1, 3, 64, 64)).mask.sum().item() == 1
 
 
+def test_select_boxes_filters_score_size_duplicates_and_keeps_the_best():
+    output = {
+        "boxes": torch.tensor(
+            [[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 21.5, 40], [30, 30, 50, 50], [40, 0, 60, 20]]
+        ),
+        "scores": torch.tensor([0.9, 0.8, 0.95, 0.2, 0.6]),
+        "labels": torch.tensor([1, 2, 1, 1, 1]),  # box 1 repeats box 0 under another class
+    }
+    boxes, scores, labels = select_boxes(
+        output, score_threshold=0.3, nms_threshold=0.5, min_box_size=2.0, max_boxes=10
+    )
+    assert scores.tolist() == pytest.approx([0.9, 0.6]) and labels.tolist() == [1, 1]
+    assert torch.equal(boxes, output["boxes"][[0, 4]])
+    loose = select_boxes(output, nms_threshold=None, max_boxes=3)[1]
+    assert loose.tolist() == pytest.approx([0.95, 0.9, 0.8])
+
+
+# -- detector architecture and checkpoints --------------------------------------------------------------
+def test_detector_sees_small_objects_of_small_images():
+    """The FPN's finest level has stride 4 and the anchors span 8-64 px at 64 px: torchvision's
+    model gives a 2x2 map at stride 32 here, and shapes' 9-27 px objects fall between its anchors."""
+    model = build_detector(2, 64, 64)
+    features = model.backbone(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in features.values()] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,))
+    assert model.transform.min_size == (64,) and model.transform.max_size == 64
+    legacy = build_detector(2, 64, 64, architecture=LEGACY_ARCHITECTURE)
+    assert [tuple(f.shape[-2:]) for f in legacy.backbone(torch.rand(1, 3, 64, 64)).values()][0] == (2, 2)
+
+
+def test_version_1_checkpoints_load_as_the_legacy_architecture(tmp_path):
+    """Detectors written before architectures were named (no ``architecture`` key) still load."""
+    old = build_detector(2, 64, 64, architecture=LEGACY_ARCHITECTURE, representation_size=16)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "num_classes": 2,
+        "label_names": ["object"],
+        "min_size": 64,
+        "max_size": 64,
+        "anchor_sizes": [8, 16, 32, 64, 128],
+        "representation_size": 16,
+        "state_dict": old.state_dict(),
+    }
+    torch.save(payload, tmp_path / "v1.pt")
+    model, meta = load_detector(tmp_path / "v1.pt")
+    assert meta["architecture"] == LEGACY_ARCHITECTURE
+    assert model.rpn.anchor_generator.sizes[0] == (8, 16, 32, 64, 128)
+
+
+def test_mismatched_detector_checkpoints_name_both_sides(tmp_path):
+    key = r"model\.encoder\.detector_checkpoint"
+    path = save_detector(
+        build_detector(2, 64, 64, representation_size=16), tmp_path / "d.pt", label_names=["object"]
+    )
+    _, meta = load_detector(path)
+    assert meta["architecture"] == ARCHITECTURE and meta["label_names"] == ["object"]
+    # the detector a model was built with vs the file given now: another label set, another architecture
+    labels = {**meta, "label_names": ["circle", "square"], "num_classes": 3}
+    with pytest.raises(
+        ConfigError, match=rf"{key}.*classes \['object'\].*but .*classes \['circle', 'square'\]"
+    ):
+        load_detector(path, expect=labels)
+    with pytest.raises(
+        ConfigError, match=rf"architecture '{ARCHITECTURE}'.*but architecture '{LEGACY_ARCHITECTURE}'"
+    ):
+        load_detector(path, expect={**meta, "architecture": LEGACY_ARCHITECTURE})
+    load_detector(path, expect=meta)  # the same detector passes
+    # metadata and weights that disagree (the weights are for another architecture / label set)
+    legacy = build_detector(2, 64, 64, architecture=LEGACY_ARCHITECTURE, representation_size=16)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "state_dict": legacy.state_dict()}, tmp_path / "arch.pt")
+    with pytest.raises(
+        ConfigError, match=rf"{key}.*architecture '{ARCHITECTURE}'.*weights do not fit.*missing"
+    ):
+        ENCODERS.build(
+            {**REGIONS, "box_source": "detector", "detector_checkpoint": str(tmp_path / "arch.pt")}
+        )
+    torch.save({**state, "label_names": ["a", "b", "c"], "num_classes": 4}, tmp_path / "labels.pt")
+    with pytest.raises(
+        ConfigError, match=r"classes \['a', 'b', 'c'\].*weights for 1 classes, metadata for 3"
+    ):
+        load_detector(tmp_path / "labels.pt")
+    torch.save({**state, "architecture": "yolo"}, tmp_path / "yolo.pt")
+    with pytest.raises(
+        ConfigError, match=rf"architecture 'yolo'.*builds: {ARCHITECTURE}, {LEGACY_ARCHITECTURE}"
+    ):
+        load_detector(tmp_path / "yolo.pt")
+
+
+# -- detector evaluation --------------------------------------------------------------------------------
+class Oracle(torch.nn.Module):
+    """Detects a split's true boxes (score 0.9), plus a junk box at score 0.1, image by image."""
+
+    def __init__(self, split: CaptionSplit) -> None:
+        super().__init__()
+        self.split, self.next = split, 0
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # evaluate_detector reads the device
+
+    def forward(self, images):
+        out = []
+        for _ in images:
+            gt = torch.from_numpy(self.split.boxes[self.next]).float()
+            self.next += 1
+            boxes = torch.cat([gt, torch.tensor([[0.0, 0.0, 3.0, 3.0]])])
+            scores = torch.tensor([0.9] * len(gt) + [0.1])
+            out.append({"boxes": boxes, "scores": scores, "labels": torch.ones(len(boxes), dtype=torch.long)})
+        return out
+
+
+def test_evaluate_detector_is_the_coco_protocol(shapes):
+    split = subset(shapes["train"], 12)
+    scores = evaluate_detector(Oracle(split), split, score_threshold=0.3, max_boxes=10, batch_size=5)
+    assert scores["map_50"] == pytest.approx(1.0) and scores["map"] == pytest.approx(1.0)
+    assert scores["recall_iou50_top36"] == pytest.approx(1.0) and scores["recall_iou50_top100"] == 1.0
+    n_gt = sum(len(b) for b in split.boxes)
+    assert scores["recall_iou50_top1"] == pytest.approx(len(split) / n_gt)  # one box per image
+    assert scores["recall_iou50"] == 1.0 and scores["precision_iou50"] == pytest.approx(1.0)  # junk dropped
+    assert scores["mean_detections"] == pytest.approx(n_gt / len(split))
+    everything = evaluate_detector(Oracle(split), split, score_threshold=0.0, max_boxes=10)
+    assert everything["precision_iou50"] == pytest.approx(n_gt / (n_gt + len(split)))
+
+
 # -- detector training ----------------------------------------------------------------------------------
 def test_train_detector_lowers_the_loss_and_writes_a_loadable_checkpoint(detector):
     path, metrics = detector
@@ -311,7 +448,7 @@ def test_train_detector_lowers_the_loss_and_writes_a_loadable_checkpoint(detecto
     assert metrics["final_loss"] < metrics["first_epoch_loss"]
     parts = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
     assert sum(metrics[f"final_{p}"] for p in parts) == pytest.approx(metrics["final_loss"], rel=1e-4)
-    for key in ("val_recall_iou50", "val_recall_iou50_any", "val_precision_iou50"):
+    for key in ("val_map_50", "val_map", "val_recall_iou50_top36", "val_recall_iou50", "val_precision_iou50"):
         assert 0.0 <= metrics[key] <= 1.0
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     model, meta = load_detector(path)

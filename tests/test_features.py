@@ -244,3 +244,44 @@ def test_grid_cells_sharing_a_frozen_encoder_extract_its_features_once(tmp_path)
     ]
     assert [f["hit"] for f in feats] == [False, True, True, True]  # computed by the first cell only
     assert len({f["key"] for f in feats}) == 1 and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_folder_images_get_regions_from_a_detector(tiny_config, tmp_path):
+    """Your own images (a `folder` dataset: no boxes) get R-CNN regions: a detector trained on
+    shapes proposes them, extract-features writes a BUTD-style file, and a run trains on them."""
+    from PIL import Image
+
+    from fusionbench.registry import DATASETS
+
+    det = tmp_path / "detector.pt"
+    train = ["detector", "train", str(tiny_config), "--out", str(det), "--epochs", "1", "--max-steps", "2"]
+    assert main(train) == 0
+    shapes = DATASETS.build(
+        {"name": "shapes", "image_size": 32, "num_train": 6, "num_val": 2, "num_test": 2, "num_test_novel": 1}
+    )
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rows = []
+    for split in ("train", "val", "test"):
+        part = shapes.split(split)
+        for i, image in enumerate(part.images):
+            name = f"{split}-{i}.png"
+            Image.fromarray(image).resize((48, 40)).save(photos / name)  # not the detector's size
+            rows += [{"image": name, "caption": c, "split": split} for c in part.captions[i]]
+    (photos / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    config = tmp_path / "folder.yaml"
+    config.write_text(f"base: {tiny_config}\ndata: {{name: folder, root: {photos}, image_size: 32}}\n")
+    regions = [
+        "model.encoder.name=regions",
+        "model.encoder.box_source=detector",
+        f"model.encoder.detector_checkpoint={det}",
+        "model.encoder.score_threshold=0",
+    ]
+    out = tmp_path / "feats.h5"
+    assert main(["extract-features", str(config), *regions, "--out", str(out)]) == 0
+    store = FeatureStore(out)
+    assert store.manifest["images"] == 10
+    item = store.load(1)
+    assert len(item["boxes"]) > 1 and list(item["image_size"]) == [32, 32]  # whole image + detections
+    metrics, state = _run(config, tmp_path, "folder-detector", *regions)
+    assert metrics["test"]["CIDEr"] >= 0.0 and any(k.startswith("model.encoder.detector.") for k in state)

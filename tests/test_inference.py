@@ -99,8 +99,8 @@ def assert_same_model(rebuilt, model, images: list[np.ndarray], boxes=None) -> N
     ids = torch.full((len(images), 3), model.tokenizer.bos_id)
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x, ids, boxes)[0], model.eval()(x, ids, boxes)[0])
-    kwargs = dict(beam_size=1, max_len=5, no_repeat_ngram=1)
-    assert rebuilt.caption(x, boxes, **kwargs) == model.caption(x, boxes, **kwargs)
+    decoding = DecodingConfig(beam_size=1, max_len=5, no_repeat_ngram=1)
+    assert rebuilt.caption(x, boxes, decoding) == model.caption(x, boxes, decoding)
 
 
 @pytest.fixture

@@ -19,9 +19,12 @@ Where boxes come from (``box_source``)
     regions they hold). Such a model has no backbone and cannot encode images itself.
     ``detector``: a Faster R-CNN trained with
     ``fusionbench detector train`` (``fusionbench.encoders.detector``), loaded from
-    ``detector_checkpoint`` and run frozen, in eval mode and without gradients; detections with a
-    score >= ``score_threshold`` are kept, the ``max_boxes`` best. The detector is a submodule, so
-    it moves with the model and its weights are part of a captioner checkpoint.
+    ``detector_checkpoint`` and run frozen, in eval mode and without gradients, on any image
+    (also one of a dataset without boxes, such as ``folder``). Its detections are filtered like
+    Bottom-Up Top-Down's: score >= ``score_threshold`` (0.3), width and height >= ``min_box_size``
+    (2 px), class-agnostic NMS at IoU ``nms_threshold`` (0.5; also torchvision's per-class NMS),
+    then the ``max_boxes`` best (10). The detector is a submodule, so it moves with the model and
+    its weights are part of a captioner checkpoint.
 
 Regions per image
     With ``add_global_box`` a whole-image region comes first, so the decoder can always attend to
@@ -42,6 +45,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from fusionbench.checks import (
+    NonNegativeFloat,
     Note,
     PositiveInt,
     Probability,
@@ -110,6 +114,13 @@ class RegionEncoder(Encoder):
         geometry_embedding: bool = True
         detector_checkpoint: str = ""
         score_threshold: Probability = 0.3
+        # box_source: detector — IoU of the class-agnostic NMS over the detections
+        nms_threshold: Annotated[
+            float,
+            Range(gt=0, le=1, note="the IoU above which a weaker detection of the same object is dropped"),
+        ] = 0.5
+        # box_source: detector — detections narrower or lower than this many pixels are dropped
+        min_box_size: NonNegativeFloat = 2.0
         features: str = ""  # box_source: precomputed — a folder of .npz files or an .h5 file
 
         def check(self, key: str) -> None:
@@ -255,15 +266,29 @@ class RegionEncoder(Encoder):
 
     @torch.no_grad()
     def _detect(self, images: Tensor) -> list[Tensor]:
+        from fusionbench.encoders.detector import configure_inference, select_boxes
+
         assert self.detector is not None
+        cfg = self.config
+        if hasattr(self.detector, "roi_heads"):
+            configure_inference(
+                self.detector,
+                score_threshold=cfg.score_threshold,
+                nms_threshold=cfg.nms_threshold,
+                max_boxes=cfg.max_boxes,
+            )
         self.detector.eval()
         outputs = self.detector([im.float() for im in images])
-        result = []
-        for o in outputs:
-            keep = o["scores"] >= self.config.score_threshold
-            _, order = o["scores"][keep].sort(descending=True)
-            result.append(o["boxes"][keep][order][: self.config.max_boxes].detach())
-        return result
+        return [
+            select_boxes(
+                o,
+                score_threshold=cfg.score_threshold,
+                nms_threshold=cfg.nms_threshold,
+                min_box_size=cfg.min_box_size,
+                max_boxes=cfg.max_boxes,
+            )[0].detach()
+            for o in outputs
+        ]
 
     # -- forward ----------------------------------------------------------------------------------
     def extract(self, images: Tensor, boxes: list[Tensor] | None = None) -> RawFeatures:
