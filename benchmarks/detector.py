@@ -46,9 +46,8 @@ SECONDS_TARGET = 15 * 60
 
 def train_part(args, console) -> dict:
     import torch
-    from rich.table import Table
 
-    from fusionbench.encoders.detector import TABLE_COLUMNS, metrics_rows, train_detector
+    from fusionbench.encoders.detector import metrics_table, train_detector
     from fusionbench.registry import DATASETS
 
     if args.threads:
@@ -66,16 +65,12 @@ def train_part(args, console) -> dict:
         seed=args.seed,
         device="cpu",
     )
-    table = Table(
-        title=f"detector on shapes ({metrics['train_images']} train images, {metrics['epochs']} epochs, "
+    title = (
+        f"detector on shapes ({metrics['train_images']} train images, {metrics['epochs']} epochs, "
         f"{metrics['steps']} steps of {args.batch_size}, {torch.get_num_threads()} threads, "
         f"{metrics['seconds']:.0f}s): COCO metrics x100, class-agnostic"
     )
-    for header in ["split", *(h for h, _ in TABLE_COLUMNS), "kept/image"]:
-        table.add_column(header, justify="left" if header == "split" else "right")
-    for row in metrics_rows(metrics):
-        table.add_row(*row)
-    console.print(table)
+    console.print(metrics_table(metrics, title))
     targets = {
         "test_recall_iou50_top36": [metrics["test_recall_iou50_top36"], RECALL_TARGET],
         "test_map_50": [metrics["test_map_50"], MAP50_TARGET],

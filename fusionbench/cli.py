@@ -357,10 +357,9 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_detector_train(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from fusionbench.config import load_config
-    from fusionbench.encoders.detector import TABLE_COLUMNS, metrics_rows, train_detector
+    from fusionbench.encoders.detector import metrics_table, train_detector
     from fusionbench.registry import DATASETS
 
     cfg = load_config(args.config, args.overrides)
@@ -378,17 +377,13 @@ def _cmd_detector_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         device=args.device,
     )
-    table = Table(
-        title=f"detector ({metrics['architecture']}, {metrics['train_images']} train images, "
+    title = (
+        f"detector ({metrics['architecture']}, {metrics['train_images']} train images, "
         f"{metrics['epochs']} epochs, {metrics['steps']} steps, {metrics['seconds']:.0f}s): COCO "
         f"metrics x100, class-agnostic; kept = score >= {metrics['score_threshold']}, best "
         f"{metrics['max_boxes']}"
     )
-    for header in ["split", *(h for h, _ in TABLE_COLUMNS), "kept/image"]:
-        table.add_column(header, justify="left" if header == "split" else "right")
-    for row in metrics_rows(metrics):
-        table.add_row(*row)
-    out.print(table)
+    out.print(metrics_table(metrics, title))
     out.print(
         f"detector checkpoint: {metrics['checkpoint']} (metrics stored in it) — use it with "
         f"model.encoder.box_source=detector model.encoder.detector_checkpoint={metrics['checkpoint']}",

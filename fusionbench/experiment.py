@@ -420,6 +420,20 @@ def _run_experiment(
     return metrics
 
 
+def test_trainer(cfg: DictConfig, placement: dict[str, Any], **kwargs: Any) -> pl.Trainer:
+    """A ``Trainer`` that only tests a trained model: no logger, checkpoints, bar or summary; the
+    config's determinism; ``placement`` from ``device_kwargs``. Re-evaluation and ``evaluate`` share it."""
+    return pl.Trainer(
+        **placement,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=bool(cfg.trainer.deterministic),
+        **kwargs,
+    )
+
+
 def reevaluate_run(
     cfg: DictConfig, *, single_process: bool = False, callbacks: list[pl.Callback] | None = None
 ) -> dict[str, Any]:
@@ -467,16 +481,7 @@ def reevaluate_run(
     placement = device_kwargs(cfg)
     if single_process:
         placement.update(devices=1, num_nodes=1, strategy="auto")
-    trainer = pl.Trainer(
-        **placement,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=bool(cfg.trainer.deterministic),
-        default_root_dir=str(run_dir),
-        callbacks=list(callbacks or []),
-    )
+    trainer = test_trainer(cfg, placement, default_root_dir=str(run_dir), callbacks=list(callbacks or []))
     trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
     if not trainer.is_global_zero:
         return {"rank": int(trainer.global_rank), "run_dir": str(run_dir)}
@@ -542,14 +547,7 @@ def evaluate_checkpoint(
         use_precomputed(store, datamodule, [dataset.split(s) for s in eval_splits])
     references = {s: dataset.split(s).references() for s in ["val", *eval_splits]}
     module = CaptionModule(model, cfg, references, eval_splits)
-    trainer = pl.Trainer(
-        **device_kwargs(cfg),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=bool(cfg.trainer.deterministic),
-    )
+    trainer = test_trainer(cfg, device_kwargs(cfg))
     trainer.test(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return {}

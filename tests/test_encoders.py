@@ -240,7 +240,10 @@ def test_regions_dataset_source_without_boxes_explains_the_fix():
         ({"max_boxes": 0}, r"model\.encoder\.max_boxes"),
         ({"pool_size": 0}, r"model\.encoder\.pool_size"),
         ({"score_threshold": 1.5}, r"model\.encoder\.score_threshold"),
-        ({"nms_threshold": 0.0}, r"Invalid value 0.0 for model\.encoder\.nms_threshold: it must be in \(0, 1\]"),
+        (
+            {"nms_threshold": 0.0},
+            r"Invalid value 0.0 for model\.encoder\.nms_threshold: it must be in \(0, 1\]",
+        ),
         ({"min_box_size": -1.0}, r"Invalid value -1.0 for model\.encoder\.min_box_size: it must be >= 0"),
         ({"feature_stride": 7}, r"model\.encoder\.feature_stride=7.*\[2, 4, 8, 16, 32\]"),
         ({"model_name": "resnet10"}, r"model\.encoder\.model_name"),

@@ -782,3 +782,15 @@ def metrics_rows(metrics: dict[str, Any], prefixes: Sequence[str] = ("val", "tes
         values = [f"{100 * float(metrics[f'{prefix}_{key}']):.1f}" for _, key in TABLE_COLUMNS]
         rows.append([name, *values, f"{float(metrics[f'{prefix}_mean_detections']):.2f}"])
     return rows
+
+
+def metrics_table(metrics: dict[str, Any], title: str):
+    """The detection-quality table (a rich ``Table``) that ``detector train`` and the benchmark print."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for header in ["split", *(h for h, _ in TABLE_COLUMNS), "kept/image"]:
+        table.add_column(header, justify="left" if header == "split" else "right")
+    for row in metrics_rows(metrics):
+        table.add_row(*row)
+    return table
