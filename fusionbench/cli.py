@@ -408,6 +408,11 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from fusionbench.metrics import score_files
+    from fusionbench.metrics.coco import start_meteor
+
+    # METEOR's JVM needs ~10 s of CPU to load its tables before it answers; start it before the
+    # files are read and checked so that all of that work runs alongside it.
+    start_meteor()
 
     result = score_files(args.predictions, args.references)
     print(json.dumps(result, indent=2))
