@@ -47,7 +47,7 @@ SECONDS_TARGET = 15 * 60
 def train_part(args, console) -> dict:
     import torch
 
-    from fusionbench.encoders.detector import metrics_table, train_detector
+    from fusionbench.detection import metrics_table, train_detector
     from fusionbench.registry import DATASETS
 
     if args.threads:

@@ -359,7 +359,7 @@ def _cmd_extract_features(args: argparse.Namespace) -> int:
 def _cmd_detector_train(args: argparse.Namespace) -> int:
 
     from fusionbench.config import load_config
-    from fusionbench.encoders.detector import metrics_table, train_detector
+    from fusionbench.detection import metrics_table, train_detector
     from fusionbench.registry import DATASETS
 
     cfg = load_config(args.config, args.overrides)

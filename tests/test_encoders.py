@@ -17,8 +17,7 @@ from omegaconf import OmegaConf
 
 from fusionbench.data.base import CaptionSplit
 from fusionbench.decoding import DecodingConfig
-from fusionbench.encoders.base import VisualFeatures
-from fusionbench.encoders.detector import (
+from fusionbench.detection import (
     ARCHITECTURE,
     CHECKPOINT_FORMAT,
     LEGACY_ARCHITECTURE,
@@ -29,6 +28,7 @@ from fusionbench.encoders.detector import (
     select_boxes,
     train_detector,
 )
+from fusionbench.encoders.base import VisualFeatures
 from fusionbench.encoders.regions import RegionEncoder
 from fusionbench.encoders.vit import ViTEncoder, default_num_heads
 from fusionbench.errors import ConfigError, DataError, FusionbenchError

@@ -109,8 +109,9 @@ def no_weight_sources(monkeypatch, tmp_path):
     must write no temporary file: every weights lookup fails, temporary files go to an empty folder."""
     from transformers import BertLMHeadModel
 
+    from fusionbench import detection
     from fusionbench.decoders import bert_source
-    from fusionbench.encoders import backbone, detector
+    from fusionbench.encoders import backbone
     from fusionbench.encoders.pretrained import PackagedWeights
 
     def gone(*args, **kwargs):
@@ -122,7 +123,7 @@ def no_weight_sources(monkeypatch, tmp_path):
     monkeypatch.setattr(BertLMHeadModel, "from_pretrained", gone)
     monkeypatch.setattr(backbone, "_timm_pretrained", gone)
     monkeypatch.setattr(backbone, "load_state_dict_file", gone)
-    monkeypatch.setattr(detector, "load_detector", gone)
+    monkeypatch.setattr(detection, "load_detector", gone)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -395,7 +396,7 @@ def test_unreadable_images_are_reported_with_their_path(late_checkpoint, tmp_pat
 
 
 def test_region_detector_comes_from_the_checkpoint(tmp_path, request):
-    from fusionbench.encoders.detector import build_detector, save_detector
+    from fusionbench.detection import build_detector, save_detector
 
     detector_file = save_detector(
         build_detector(2, 32, 32), tmp_path / "det.pt", num_classes=2, min_size=32, max_size=32

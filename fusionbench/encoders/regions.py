@@ -18,7 +18,7 @@ Where boxes come from (``box_source``)
     ``max_boxes`` by detection score are kept (``add_global_box`` does not apply: files hold the
     regions they hold). Such a model has no backbone and cannot encode images itself.
     ``detector``: a Faster R-CNN trained with
-    ``fusionbench detector train`` (``fusionbench.encoders.detector``), loaded from
+    ``fusionbench detector train`` (``fusionbench.detection``), loaded from
     ``detector_checkpoint`` and run frozen, in eval mode and without gradients, on any image
     (also one of a dataset without boxes, such as ``folder``). Its detections are filtered like
     Bottom-Up Top-Down's: score >= ``score_threshold`` (0.3), width and height >= ``min_box_size``
@@ -84,7 +84,7 @@ def box_geometry(boxes: Tensor, image_size: Tensor) -> Tensor:
 def _detector_from_settings(meta: dict[str, Any]) -> nn.Module:
     """A randomly initialised detector with the settings a detector checkpoint records, as
     ``load_detector`` builds it before loading the weights (which come from the captioner's)."""
-    from fusionbench.encoders.detector import build_detector
+    from fusionbench.detection import build_detector
 
     return build_detector(
         int(meta["num_classes"]),
@@ -172,7 +172,7 @@ class RegionEncoder(Encoder):
                     dict(saved_detector),
                 )
             else:
-                from fusionbench.encoders.detector import load_detector
+                from fusionbench.detection import load_detector
 
                 self.detector, self.detector_meta = load_detector(
                     config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
@@ -266,7 +266,7 @@ class RegionEncoder(Encoder):
 
     @torch.no_grad()
     def _detect(self, images: Tensor) -> list[Tensor]:
-        from fusionbench.encoders.detector import configure_inference, select_boxes
+        from fusionbench.detection import configure_inference, select_boxes
 
         assert self.detector is not None
         cfg = self.config
