@@ -604,6 +604,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options that take a list (``nargs="+"``): argparse would swallow an override after them.
+_LIST_OPTIONS = frozenset({"--seeds", "--splits"})
+
+
+def _overrides_out_of_lists(argv: Sequence[str]) -> list[str]:
+    """Move dotlist overrides that follow a list option's values behind them.
+
+    In ``run grid.yaml --seeds 3 4 5 trainer.max_epochs=8`` argparse would read
+    ``trainer.max_epochs=8`` as a fourth seed; a ``key=value`` token is never a seed or a split name,
+    so it ends the list and joins the overrides (at the end, in command-line order).
+    """
+    out, moved, in_list = [], [], False
+    for token in argv:
+        if token.startswith("-"):
+            in_list = token in _LIST_OPTIONS
+            out.append(token)
+        elif "=" in token and (in_list or moved):  # once one moved, later ones follow: order kept
+            moved.append(token)
+        else:
+            out.append(token)
+    return out + moved
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse a command line; dotlist overrides may come before, between or after the flags.
 
@@ -614,7 +637,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ``parse_intermixed_args`` does this for a flat parser but refuses subcommands.
     """
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_overrides_out_of_lists(sys.argv[1:] if argv is None else argv))
     if extra:
         stray = [a for a in extra if a.startswith("-")]  # a non-override is explained by load_config
         if stray or not isinstance(getattr(args, "overrides", None), list):

@@ -264,6 +264,10 @@ def test_overrides_may_follow_flags(tiny_config, capsys):
     grid = Path(__file__).parent / "configs" / "tiny_grid.yaml"
     assert main(["run", str(grid), "--dry-run", "--no-progress", "seed=7"]) == 0
     assert "late-s7" in capsys.readouterr().out
+    # a list option's values end at the first override, which still applies (and in order)
+    assert main(["run", str(grid), "--dry-run", "--seeds", "3", "4", "name=renamed", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "late-s3" in out and "late-s4" in out and "grid 'renamed'" in out
     with pytest.raises(SystemExit) as info:  # a flag nobody knows is still an error
         main(["run", str(grid), "--dry-run", "--bogus", "seed=7"])
     assert info.value.code == 2 and "--bogus" in capsys.readouterr().err
