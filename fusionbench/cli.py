@@ -609,22 +609,24 @@ _LIST_OPTIONS = frozenset({"--seeds", "--splits"})
 
 
 def _overrides_out_of_lists(argv: Sequence[str]) -> list[str]:
-    """Move dotlist overrides that follow a list option's values behind them.
+    """Move a dotlist override that follows a list option's values in front of that option.
 
     In ``run grid.yaml --seeds 3 4 5 trainer.max_epochs=8`` argparse would read
-    ``trainer.max_epochs=8`` as a fourth seed; a ``key=value`` token is never a seed or a split name,
-    so it ends the list and joins the overrides (at the end, in command-line order).
+    ``trainer.max_epochs=8`` as a fourth seed; a ``key=value`` token is never a seed or a split
+    name, so it ends the list and is read as an override, in its command-line order.
     """
-    out, moved, in_list = [], [], False
+    out: list[str] = []
+    at: int | None = None  # where the current list option stands in `out`
     for token in argv:
         if token.startswith("-"):
-            in_list = token in _LIST_OPTIONS
+            at = len(out) if token in _LIST_OPTIONS else None
             out.append(token)
-        elif "=" in token and (in_list or moved):  # once one moved, later ones follow: order kept
-            moved.append(token)
+        elif at is not None and "=" in token:
+            out.insert(at, token)
+            at += 1
         else:
             out.append(token)
-    return out + moved
+    return out
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -265,9 +265,13 @@ def test_overrides_may_follow_flags(tiny_config, capsys):
     assert main(["run", str(grid), "--dry-run", "--no-progress", "seed=7"]) == 0
     assert "late-s7" in capsys.readouterr().out
     # a list option's values end at the first override, which still applies (and in order)
-    assert main(["run", str(grid), "--dry-run", "--seeds", "3", "4", "name=renamed", "--no-progress"]) == 0
+    assert main(["run", str(grid), "--dry-run", "--no-progress", "--seeds", "3", "4", "name=renamed"]) == 0
     out = capsys.readouterr().out
     assert "late-s3" in out and "late-s4" in out and "grid 'renamed'" in out
+    # an override that replaces a grid axis would make cells repeat: refused, with the fix
+    assert_clean_error(
+        capsys, main(["run", str(grid), "--dry-run", "--seeds", "3", "4", "seed=7"]), "seed=7", "--seeds"
+    )
     with pytest.raises(SystemExit) as info:  # a flag nobody knows is still an error
         main(["run", str(grid), "--dry-run", "--bogus", "seed=7"])
     assert info.value.code == 2 and "--bogus" in capsys.readouterr().err

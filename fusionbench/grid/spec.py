@@ -251,6 +251,23 @@ def _nest(flat: dict[str, Any]) -> dict:
     return out
 
 
+def _same_cells(first: dict[str, Any], second: dict[str, Any], overrides, source) -> str:
+    """Why two cells of a grid are one configuration, and the fix."""
+    keys = set(first) | set(second)
+    hidden = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys]
+    where = (
+        f"the command-line override(s) {', '.join(hidden)} replace the grid's own values"
+        if hidden
+        else f"{source} lists the same configuration twice"
+    )
+    fix = (
+        "Drop the override (for seeds use --seeds 3 4 5)"
+        if hidden
+        else "Remove the repeated combination (check grid.include and grid.zip)"
+    )
+    return f"Grid cells {first} and {second} are the same configuration: {where}. {fix}."
+
+
 def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | None = None) -> Grid:
     """Expand and validate every cell of a grid file (nothing runs)."""
     path = Path(path)
@@ -275,6 +292,7 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
     assignments = expand(spec, grid_source)
     cells: list[Cell] = []
     names: dict[str, int] = {}
+    hashes: dict[str, dict[str, Any]] = {}
     for assignment in assignments:
         layer = _nest({k: v for k, v in assignment.items()})
         try:
@@ -282,6 +300,10 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
         except FusionbenchError as err:
             raise type(err)(f"Grid cell {assignment}: {err}") from None
         name = cell_name(assignment, int(cfg.seed))
+        digest = config_hash(cfg)
+        if digest in hashes:
+            raise ConfigError(_same_cells(hashes[digest], assignment, overrides, grid_source))
+        hashes[digest] = assignment
         if name in names:
             name = f"{name}-{config_hash(cfg)[:6]}"
         names[name] = 1
