@@ -99,11 +99,12 @@ def fact_scores(per_image: Mapping[Any, tuple[CaptionFacts, dict[str, set]]]) ->
         covered = sum(len(f.items[kind] & r[kind]) for f, r in per_image.values())
         precision = true / stated if stated else None
         recall = covered / ref if ref else None
-        f1 = (
-            2 * precision * recall / (precision + recall)
-            if precision is not None and recall is not None and precision + recall > 0
-            else (0.0 if precision is not None and recall is not None else None)
-        )
+        if recall == 0.0:  # states none of the references' facts (or nothing at all): F1 0
+            f1: float | None = 0.0
+        elif precision is None or recall is None:
+            f1 = None
+        else:
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         out[kind] = {"precision": precision, "recall": recall, "f1": f1, "stated": stated, "reference_items": ref}
     return out
 
