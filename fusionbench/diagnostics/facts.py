@@ -70,10 +70,20 @@ def caption_facts(parsed: Parsed, scene: Scene) -> CaptionFacts:
     for r in parsed.relations:
         subjects = scene.matches(r.subject)
         if r.object is None:  # two identical objects related to each other
-            triples = [(a, r.relation, b) for a in subjects for b in subjects if a != b and scene.holds(a, r.relation, b)]
+            triples = [
+                (a, r.relation, b)
+                for a in subjects
+                for b in subjects
+                if a != b and scene.holds(a, r.relation, b)
+            ]
         else:
             objects = scene.matches(r.object)
-            triples = [(a, r.relation, b) for a in subjects for b in objects if a != b and scene.holds(a, r.relation, b)]
+            triples = [
+                (a, r.relation, b)
+                for a in subjects
+                for b in objects
+                if a != b and scene.holds(a, r.relation, b)
+            ]
         claim("relations", bool(triples), triples)
         if not triples:
             out.wrong_relations.append(r.text)
@@ -105,7 +115,13 @@ def fact_scores(per_image: Mapping[Any, tuple[CaptionFacts, dict[str, set]]]) ->
             f1 = None
         else:
             f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        out[kind] = {"precision": precision, "recall": recall, "f1": f1, "stated": stated, "reference_items": ref}
+        out[kind] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "stated": stated,
+            "reference_items": ref,
+        }
     return out
 
 
@@ -120,7 +136,9 @@ def novel_pair_scores(
         said = {(ph.colour, ph.shape) for ph in p.phrases if (ph.colour, ph.shape) in novel}
         there = {(o.colour, o.shape) for o in scene.objects if (o.colour, o.shape) in novel}
         mentions += sum(1 for ph in p.phrases if (ph.colour, ph.shape) in novel)
-        right += sum(1 for ph in p.phrases if (ph.colour, ph.shape) in novel and (ph.colour, ph.shape) in there)
+        right += sum(
+            1 for ph in p.phrases if (ph.colour, ph.shape) in novel and (ph.colour, ph.shape) in there
+        )
         present += len(there)
         named += len(there & said)
     return {

@@ -152,7 +152,9 @@ def layer_attention(decoder, input_ids: torch.Tensor, ctx) -> list[torch.Tensor]
     if layers is not None and all(getattr(layer, "cross_attn", None) is not None for layer in layers):
         for layer in layers:
             handles.append(layer.cross_attn.register_forward_pre_hook(lambda m, args: (*args[:4], True)))
-            handles.append(layer.cross_attn.register_forward_hook(lambda m, args, out: captured.append(out[1])))
+            handles.append(
+                layer.cross_attn.register_forward_hook(lambda m, args, out: captured.append(out[1]))
+            )
     elif hasattr(decoder, "bert"):
 
         def keep(module, args, out) -> None:

@@ -90,7 +90,9 @@ def run_diagnostics(cfg, module, datamodule, references, scores, device) -> dict
             if scenes is not None:
                 grounding = model_grounding(model, datamodule, split, predictions, scenes, device, batch_size)
             else:
-                grounding = {"unavailable": "n/a: grounding needs object boxes named by the captions (shapes)"}
+                grounding = {
+                    "unavailable": "n/a: grounding needs object boxes named by the captions (shapes)"
+                }
             seconds["grounding"] += time.perf_counter() - tick
             out[split_name] = {"visual": visual, **summary, "grounding": grounding}
     finally:

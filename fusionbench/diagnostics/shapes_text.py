@@ -41,6 +41,28 @@ SHAPE_OF: dict[str, tuple[str, bool]] = {
     for sing, plur in forms
     for w, plural in ((sing, False), (plur, True))
 }
+#: Shape nouns a caption of another system may use that ``shapes`` never draws: read as objects,
+#: so that they count as hallucinated ("a blue star"), never silently skipped.
+FOREIGN_SHAPES: tuple[str, ...] = (
+    "star",
+    "heart",
+    "rectangle",
+    "oval",
+    "ellipse",
+    "hexagon",
+    "pentagon",
+    "cross",
+    "ring",
+    "cube",
+    "sphere",
+    "ball",
+    "dot",
+    "arrow",
+    "crescent",
+)
+for _w in FOREIGN_SHAPES:
+    SHAPE_OF.setdefault(_w, (_w, False))
+    SHAPE_OF.setdefault(_w + ("es" if _w.endswith("x") else "s"), (_w, True))
 SIZE_OF: dict[str, str] = {w: size for size, words in SIZE_WORDS.items() for w in words}
 #: Words that state how many objects a phrase names ("a"/"an" say one but state no count).
 COUNT_OF: dict[str, int] = {**{w: n for n, w in NUMBERS.items()}, "single": 1}
@@ -152,7 +174,11 @@ def _relations(words: list[str], phrases: list[Phrase]) -> list[Relation]:
     i = 0
     while i < len(words):
         match = next(
-            ((p, rel, self_rel) for p, rel, self_rel in _RELATION_PHRASES if tuple(words[i : i + len(p)]) == p),
+            (
+                (p, rel, self_rel)
+                for p, rel, self_rel in _RELATION_PHRASES
+                if tuple(words[i : i + len(p)]) == p
+            ),
             None,
         )
         if match is None:
@@ -201,7 +227,8 @@ class Scene:
         return {
             "image_size": self.image_size,
             "objects": [
-                {"label": f"{o.size} {o.colour} {o.shape}", "box": [float(v) for v in o.box]} for o in self.objects
+                {"label": f"{o.size} {o.colour} {o.shape}", "box": [float(v) for v in o.box]}
+                for o in self.objects
             ],
         }
 

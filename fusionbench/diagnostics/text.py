@@ -43,7 +43,9 @@ def scenes_of_split(split) -> dict[int, Scene] | None:
 def scenes_from_references(data: Mapping[str, Any]) -> dict[int, Scene] | None:
     """Scenes from a references JSON whose ``images`` entries carry ``scene`` (``export_references``)."""
     images = data.get("images") or []
-    scenes = {int(im["id"]): Scene.from_json(im["scene"]) for im in images if isinstance(im, dict) and "scene" in im}
+    scenes = {
+        int(im["id"]): Scene.from_json(im["scene"]) for im in images if isinstance(im, dict) and "scene" in im
+    }
     return scenes or None
 
 

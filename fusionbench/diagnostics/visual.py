@@ -66,7 +66,9 @@ def permuted_captions(model, datamodule, split, decoding, device, batch_size: in
 
 
 @torch.no_grad()
-def mean_features(model, datamodule, split, device, batch_size: int, limit: int = BLIND_IMAGES) -> VisualFeatures:
+def mean_features(
+    model, datamodule, split, device, batch_size: int, limit: int = BLIND_IMAGES
+) -> VisualFeatures:
     """The mean projected visual features of the first ``limit`` images of ``split``, one row.
 
     Tokens are averaged position by position when every image has the same tokens (grids,
@@ -97,7 +99,9 @@ def mean_features(model, datamodule, split, device, batch_size: int, limit: int 
 def blind_caption(model, vis: VisualFeatures, decoding) -> str:
     """The caption decoded from ``vis`` (one row): the same for every image of a split."""
     tok = model.tokenizer
-    ids = decode(model, model.fusion.prepare(vis), decoding, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    ids = decode(
+        model, model.fusion.prepare(vis), decoding, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id
+    )
     return tok.decode(ids[0].tolist())
 
 
