@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fusionbench.leaderboard.diagnostics import diagnostic_means
 from fusionbench.leaderboard.load import Configuration, RunResult, load_per_image, read_manifest
 from fusionbench.leaderboard.stats import (
     Resamples,
@@ -142,6 +143,7 @@ def aggregate(
                 (_cost(r).get("inference_ms_per_image") or {}).get(split) for r in config.runs
             )
         row["wall_seconds"] = mean_of(r.record.get("wall_seconds") for r in config.runs)
+        row.update(diagnostic_means(config.runs))  # diag_* columns (fusionbench.leaderboard.diagnostics)
         row["cells"] = ";".join(r.name for r in config.runs)
         row["label"] = config.label
         row["notes"] = ""
