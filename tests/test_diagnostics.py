@@ -270,3 +270,31 @@ def test_a_run_records_diagnostics_and_a_blind_model_has_no_visual_gap(tmp_path)
     assert "novel_pairs" in saved["diagnostics"]["test_novel"]
     assert saved["diagnostics"]["seconds"]["total"] > 0
     assert "torch" in sys.modules  # (the run needs it; the score CLI test checks the opposite)
+
+
+def test_score_diagnostics_checks_any_systems_captions_against_exported_scenes_without_torch(tmp_path):
+    import subprocess
+
+    from fusionbench.registry import DATASETS
+
+    ds = DATASETS.build(
+        OmegaConf.create(
+            {"name": "shapes", "num_train": 4, "num_val": 4, "num_test": 4, "num_test_novel": 12}
+        )
+    )
+    split = ds.split("test_novel")
+    (tmp_path / "refs.json").write_text(json.dumps(export_references(split)))
+    preds = [{"image_id": i, "caption": "a blue star to the left of a red triangle"} for i in split.image_ids]
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    code = (
+        "import sys, json; from fusionbench.cli import main; "
+        f"sys.argv = ['fusionbench', 'score', '--predictions', '{tmp_path / 'preds.json'}', "
+        f"'--references', '{tmp_path / 'refs.json'}', '--diagnostics']; code = main(); "
+        "print(json.dumps({'torch': 'torch' in sys.modules}), file=sys.stderr); sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"torch": False}
+    out = json.loads(done.stdout)["diagnostics"]
+    assert out["chair"]["CHAIR_s"] == 1.0 and out["facts"]["relations"]["precision"] == 0.0
+    assert all("blue star" in f["hallucinated"] for f in out["failures"].values())
+    assert out["novel_pairs"]["mentions"] == 12
