@@ -25,7 +25,13 @@ from typing import Any
 from fusionbench.diagnostics.diversity import train_sentences
 from fusionbench.diagnostics.grounding import model_grounding
 from fusionbench.diagnostics.text import scenes_of_split, text_diagnostics
-from fusionbench.diagnostics.visual import blind_caption, cider_d, mean_features, permuted_captions, reliance
+from fusionbench.diagnostics.visual import (
+    blind_caption,
+    cider_d_many,
+    mean_features,
+    permuted_captions,
+    reliance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ def run_diagnostics(cfg, module, datamodule, references, scores, device) -> dict
         blind = blind_caption(model, blind_vis, module.decoding)
         seconds["visual"] += time.perf_counter() - tick
         instances = reason = None
+        decoded: dict[str, tuple[dict[int, str], dict[int, str]]] = {}
         for split_name, result in module.test_results.items():
             split = datamodule.split(split_name)
             predictions = result["predictions"]
@@ -81,10 +88,7 @@ def run_diagnostics(cfg, module, datamodule, references, scores, device) -> dict
             seconds["text"] += time.perf_counter() - tick
             tick = time.perf_counter()
             permuted = permuted_captions(model, datamodule, split, module.decoding, device, batch_size)
-            blind_set = {i: blind for i in predictions}
-            c_perm, c_blind = cider_d(references[split_name], [permuted, blind_set])
-            visual = reliance(float(scores[split_name]["CIDEr"]), c_perm, c_blind)
-            visual["blind_caption"] = blind
+            decoded[split_name] = (permuted, {i: blind for i in predictions})
             seconds["visual"] += time.perf_counter() - tick
             tick = time.perf_counter()
             if scenes is not None:
@@ -94,7 +98,14 @@ def run_diagnostics(cfg, module, datamodule, references, scores, device) -> dict
                     "unavailable": "n/a: grounding needs object boxes named by the captions (shapes)"
                 }
             seconds["grounding"] += time.perf_counter() - tick
-            out[split_name] = {"visual": visual, **summary, "grounding": grounding}
+            out[split_name] = {"visual": None, **summary, "grounding": grounding}
+        tick = time.perf_counter()  # every split's permuted and blind captions scored in one PTB call
+        jobs = [(references[s], captions) for s, pair in decoded.items() for captions in pair]
+        found = iter(cider_d_many(jobs))
+        for split_name in decoded:
+            visual = reliance(float(scores[split_name]["CIDEr"]), next(found), next(found))
+            out[split_name]["visual"] = {**visual, "blind_caption": blind}
+        seconds["visual"] += time.perf_counter() - tick
     finally:
         model.train(was_training)
     seconds["total"] = time.perf_counter() - start

@@ -107,16 +107,22 @@ def blind_caption(model, vis: VisualFeatures, decoding) -> str:
 
 def cider_d(references: Mapping[int, list[str]], caption_sets: Sequence[Mapping[int, str]]) -> list[float]:
     """CIDEr-D of each caption set against ``references`` (coco-caption's, one PTB call for all)."""
+    return cider_d_many([(references, s) for s in caption_sets])
+
+
+def cider_d_many(jobs: Sequence[tuple[Mapping[int, list[str]], Mapping[int, str]]]) -> list[float]:
+    """CIDEr-D of each (references, captions) pair, the captions of all PTB-tokenised in one JVM
+    call (the references are prepared once per set and cached, ``fusionbench.metrics.ptb``)."""
     from fusionbench.metrics.fast import cider
     from fusionbench.metrics.ptb import prepare_references, tokenize_lines
 
-    prepared = prepare_references(references)
-    ids = sorted(int(i) for i in references)
-    flat = tokenize_lines([s[i] for s in caption_sets for i in ids])
-    out = []
-    for k in range(len(caption_sets)):
-        score, _ = cider(prepared, ids, flat[k * len(ids) : (k + 1) * len(ids)])
+    ids = [sorted(int(i) for i in refs) for refs, _ in jobs]
+    flat = tokenize_lines([captions[i] for (_, captions), keys in zip(jobs, ids) for i in keys])
+    out, start = [], 0
+    for (refs, _), keys in zip(jobs, ids):
+        score, _ = cider(prepare_references(refs), keys, flat[start : start + len(keys)])
         out.append(float(score))
+        start += len(keys)
     return out
 
 

@@ -32,18 +32,18 @@ def _get(*path: str) -> Callable[[Mapping[str, Any]], Any]:
 
 #: (csv column, table header, reader of a run's ``diagnostics``)
 COLUMNS: tuple[tuple[str, str, Callable[[Mapping[str, Any]], Any]], ...] = (
-    ("diag_visual_gap", "visual gap", _get("test", "visual", "gap")),
+    ("diag_visual_gap", "vis gap", _get("test", "visual", "gap")),
     ("diag_chair_i", "CHAIR-i", _get("test", "chair", "CHAIR_i")),
-    ("diag_relation_f1", "relation F1", _get("test", "facts", "relations", "f1")),
-    ("diag_novel_accuracy", "novel pairs", _get("test_novel", "novel_pairs", "accuracy")),
+    ("diag_relation_f1", "rel F1", _get("test", "facts", "relations", "f1")),
+    ("diag_novel_accuracy", "novel acc", _get("test_novel", "novel_pairs", "accuracy")),
     ("diag_grounding", "grounding", _get("test", "grounding", "mass")),
     ("diag_distinct_2", "distinct-2", _get("test", "diversity", "distinct_2")),
 )
 CAPTION = (
-    "Diagnostics (x100, mean over seeds; fusionbench.diagnostics): visual gap = test CIDEr-D with the "
+    "Diagnostics (x100, mean over seeds; fusionbench.diagnostics): vis gap = test CIDEr-D with the "
     "true images minus with the images permuted among themselves (near 0: the image is ignored); "
-    "CHAIR-i = share of object mentions not in the image (lower is better); relation F1 = spatial "
-    "relations checked against the boxes; novel pairs = share of test_novel's held-out colour-shape "
+    "CHAIR-i = share of object mentions not in the image (lower is better); rel F1 = spatial "
+    "relations checked against the boxes; novel acc = share of test_novel's held-out colour-shape "
     "objects named correctly; grounding = attention mass inside the named object's box (attention "
     "fusion only); distinct-2 = distinct bigrams / bigrams."
 )
@@ -68,7 +68,7 @@ def diagnostics_table(
     rows: Sequence[Mapping[str, Any]], key: str = "label"
 ) -> tuple[list[str], list[list[tuple[str, Any]]]]:
     """Header and cells: one row per configuration (``key="label"``) or per summary level."""
-    header = [key if key != "label" else "configuration", *[h for _, h, _ in COLUMNS]]
+    header = [key if key != "label" else "config", *[h for _, h, _ in COLUMNS]]
     body = [[(str(r[key]), r[key]), *[(_fmt(r.get(c)), r.get(c)) for c, _, _ in COLUMNS]] for r in rows]
     return header, body
 
