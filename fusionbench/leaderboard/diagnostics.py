@@ -39,6 +39,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("diag_grounding", "grounding", _get("test", "grounding", "mass")),
     ("diag_distinct_2", "distinct-2", _get("test", "diversity", "distinct_2")),
 )
+DIAGNOSTIC_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in COLUMNS)
 CAPTION = (
     "Diagnostics (x100, mean over seeds; fusionbench.diagnostics): vis gap = test CIDEr-D with the "
     "true images minus with the images permuted among themselves (near 0: the image is ignored); "
@@ -71,15 +72,6 @@ def diagnostics_table(
     header = [key if key != "label" else "config", *[h for _, h, _ in COLUMNS]]
     body = [[(str(r[key]), r[key]), *[(_fmt(r.get(c)), r.get(c)) for c, _, _ in COLUMNS]] for r in rows]
     return header, body
-
-
-def diagnostics_summary(rows: Sequence[Mapping[str, Any]], axis: str = "fusion") -> list[dict[str, Any]]:
-    """Per level of ``axis``: each diagnostic's mean over its non-degenerate configurations."""
-    out = []
-    for level in sorted({r[axis] for r in rows}):
-        mine = [r for r in rows if r[axis] == level and r.get("degenerate") is None]
-        out.append({axis: level, **{c: mean_of(r.get(c) for r in mine) for c, _, _ in COLUMNS}})
-    return out
 
 
 def gap_svg(rows: Sequence[Mapping[str, Any]], split: str = "test") -> str | None:

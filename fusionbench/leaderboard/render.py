@@ -19,11 +19,7 @@ from typing import Any
 from fusionbench.leaderboard.diagnostics import (
     CAPTION as DIAGNOSTICS_CAPTION,
 )
-from fusionbench.leaderboard.diagnostics import (
-    diagnostics_summary,
-    diagnostics_table,
-    has_diagnostics,
-)
+from fusionbench.leaderboard.diagnostics import diagnostics_table, has_diagnostics
 from fusionbench.leaderboard.formatting import MISSING, esc, fmt_num, fmt_params, fmt_score, fmt_value
 from fusionbench.leaderboard.stats import ALPHA
 from fusionbench.leaderboard.table import Method, identity_columns
@@ -274,7 +270,7 @@ def render_markdown(
             out += [METHOD_SENTENCE, ""]
         out += [summary_caption(axis), "", markdown_table(*summary_table(summaries[axis], axis, splits)), ""]
         if axis == "fusion" and diagnostics:
-            per_fusion = diagnostics_table(diagnostics_summary(rows), "fusion")
+            per_fusion = diagnostics_table(summaries["fusion"], "fusion")
             out += ["Diagnostics per fusion strategy (x100, non-degenerate configurations):", ""]
             out += [markdown_table(*per_fusion), ""]
         out += [f"- {_md_escape(t)}" for t in sentences] + ([""] if sentences else [])
@@ -434,7 +430,7 @@ def render_html(
         )
         if axis == "fusion" and has_diagnostics(rows):
             part += "<p>Diagnostics per fusion strategy (x100, non-degenerate configurations):</p>"
-            part += _html_table(*diagnostics_table(diagnostics_summary(rows), "fusion"))
+            part += _html_table(*diagnostics_table(summaries["fusion"], "fusion"))
         part += "<ul>" + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in sentences) + "</ul>"
         sections.append(part)
     curves_html = (
