@@ -415,8 +415,43 @@ def _cmd_score(args: argparse.Namespace) -> int:
     start_meteor()
 
     result = score_files(args.predictions, args.references)
+    if args.diagnostics:
+        result["diagnostics"] = _score_diagnostics(args)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _score_diagnostics(args: argparse.Namespace) -> dict[str, Any]:
+    """The caption-only diagnostics (``fusionbench.diagnostics.text``; no torch) of a predictions file:
+    diversity always; CHAIR and fact accuracy when the references carry ``shapes`` scenes
+    (``export_references``) or ``--instances`` gives COCO instance annotations."""
+    from fusionbench.diagnostics.coco_chair import load_instances
+    from fusionbench.diagnostics.text import scenes_from_references, text_diagnostics
+    from fusionbench.metrics import load_predictions, load_references
+
+    predictions = load_predictions(args.predictions)
+    references = load_references(args.references)
+    with open(args.references, encoding="utf-8") as f:
+        data = json.load(f)
+    scenes = scenes_from_references(data) if isinstance(data, dict) else None
+    instances = load_instances(args.instances) if args.instances and scenes is None else None
+    reason = (
+        None
+        if instances is not None
+        else ("unavailable: the references carry no shapes scenes and no --instances file was given")
+    )
+    summary, per_image = text_diagnostics(
+        predictions,
+        references,
+        scenes=scenes,
+        instances=instances,
+        instances_reason=reason,
+        novel_pairs=data.get("novel_pairs") if isinstance(data, dict) else None,
+    )
+    failures = {
+        str(i): v for i, v in sorted(per_image.items()) if v.get("hallucinated") or v.get("wrong_relations")
+    }
+    return {**summary, "failures": failures}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -600,6 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--references", required=True, help='COCO captions JSON: {"images": [...], "annotations": [...]}'
     )
+    p.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also report diversity, CHAIR hallucination and (shapes references with scenes) fact accuracy",
+    )
+    p.add_argument("--instances", help="COCO instances JSON (instances_val2014.json) for CHAIR on COCO")
     p.set_defaults(func=_cmd_score)
     return parser
 

@@ -31,6 +31,7 @@ from fusionbench.cost import (
 from fusionbench.data.module import CaptionDataModule, CaptionImages, batch_inputs
 from fusionbench.data.stats import data_report
 from fusionbench.decoding import DecodingConfig
+from fusionbench.diagnostics.run import run_diagnostics
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_json, atomic_write_text
 from fusionbench.logs import quiet_known_noise
@@ -208,7 +209,8 @@ def _evaluation_results(
     features: dict[str, Any] | None,
     device,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a tested module's decoding decides: ``({split: scores, "collapse", "degenerate"}, cost entries)``.
+    """What a tested module's decoding decides: ``({split: scores, "collapse", "degenerate",
+    "diagnostics"}, cost entries)``.
 
     Shared by a run and a re-evaluation (``reevaluate_run``), so both write the same figures.
     """
@@ -223,6 +225,8 @@ def _evaluation_results(
     scores["collapse"] = {s: caption_collapse(r["predictions"]) for s, r in module.test_results.items()}
     degenerate = [f"{s}: {c['reason']}" for s, c in scores["collapse"].items() if c["degenerate"]]
     scores["degenerate"] = "; ".join(degenerate) or None
+    # how each split's captions use the image (fusionbench.diagnostics): only adds keys
+    scores["diagnostics"] = run_diagnostics(cfg, module, datamodule, references, scores, device)
     measured = _measure_cost(cfg, module.model, datamodule, module.eval_splits[0], device, module.decoding)
     decode_ms = {s: r["ms_per_image"] for s, r in module.test_results.items()}
     # Test decoding of a cell that read cached features skipped the encoder; its per-split figure

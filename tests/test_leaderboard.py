@@ -524,3 +524,62 @@ def test_terminal_tables_fit_80_columns_with_long_names(tmp_path):
     # A wide terminal gets the ranking in one table.
     _assert_fits(_printed(board, width=160), width=160)
     assert "(1/2)" not in _printed(board, width=160)
+
+
+# ------------------------------------------------------------------------------ diagnostics
+GAP = {"attention": (0.50, 0.70), "late": (0.30, 0.30), "early": (0.0, 0.02)}
+
+
+def _add_diagnostics(grid: Path) -> None:
+    """Diagnostics in each run's metrics.json only (the grid records leave them out, like collapse)."""
+    for fusion, gaps in GAP.items():
+        for seed, gap in enumerate(gaps):
+            path = grid / f"cnn-{fusion}-lstm-s{seed}" / "metrics.json"
+            metrics = json.loads(path.read_text())
+            grounding = {"mass": 0.4 + 0.1 * seed} if fusion == "attention" else {"unavailable": "n/a"}
+            metrics["diagnostics"] = {
+                "test": {
+                    "visual": {"gap": gap},
+                    "chair": {"CHAIR_i": 0.1 * (seed + 1)},
+                    "facts": {"relations": {"f1": 0.5}},
+                    "grounding": grounding,
+                    "diversity": {"distinct_2": 0.2},
+                },
+                "test_novel": {"novel_pairs": {"accuracy": 0.25}},
+                "seconds": {"total": 1.0},
+            }
+            path.write_text(json.dumps(metrics))
+
+
+def test_diagnostics_columns_table_summary_and_gap_plot(grid, tmp_path):
+    _add_diagnostics(grid)
+    board = _build(grid, tmp_path, n_boot=50)
+    attention, early = _row(board, "attention"), _row(board, "early")
+    assert attention["diag_visual_gap"] == pytest.approx(0.6) and early["diag_visual_gap"] == pytest.approx(
+        0.01
+    )
+    assert attention["diag_chair_i"] == pytest.approx(0.15) and attention["diag_grounding"] == pytest.approx(
+        0.45
+    )
+    assert early["diag_grounding"] is None and attention["diag_novel_accuracy"] == 0.25
+    with board.csv_path.open(newline="") as f:
+        header = next(csv.reader(f))
+    assert {"diag_visual_gap", "diag_chair_i", "diag_relation_f1", "diag_novel_accuracy"} <= set(header)
+    md = board.markdown_path.read_text()
+    section = md.split("## Diagnostics")[1].split("## Fusion strategies")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert "vis gap" in rows[0] and "CHAIR-i" in rows[0] and len(rows) == 2 + 3
+    assert "| cnn-attention-lstm | 60.0 | 15.0 | 50.0 | 25.0 | 45.0 | 20.0 |" in rows
+    assert all(len(ln) <= 80 for ln in rows)
+    per_fusion = md.split("Diagnostics per fusion strategy")[1]
+    assert "| early | 1.0 | 15.0 | 50.0 | 25.0 | – | 20.0 |" in per_fusion
+    page = board.html_path.read_text()
+    assert page.count("<svg") == 4 and "visual gap x100" in page
+    assert (tmp_path / "leaderboards" / "shapes_gap.svg").is_file()
+
+
+def test_a_grid_without_diagnostics_has_no_diagnostics_section(grid, tmp_path):
+    board = _build(grid, tmp_path, n_boot=50)
+    assert "## Diagnostics" not in board.markdown_path.read_text()
+    assert _row(board, "attention")["diag_visual_gap"] is None
+    assert not (tmp_path / "leaderboards" / "shapes_gap.svg").exists()

@@ -153,11 +153,21 @@ def test_predictions_table_columns_rows_and_scores(offline_run):
     assert run.summary["predictions"]["_type"] == "table-file"
     assert run.summary["predictions"]["nrows"] == 5
     table = run.table("predictions")
-    assert table["columns"] == ["image_id", "image", "references", "prediction", "CIDEr-D"]
+    assert table["columns"] == [
+        "image_id",
+        "image",
+        "references",
+        "prediction",
+        "CIDEr-D",
+        "hallucinated objects",
+        "wrong relations",
+    ]
     assert len(table["data"]) == 5
     preds = {p["image_id"]: p["caption"] for p in json.loads((run_dir / "predictions.json").read_text())}
     scores = json.loads((run_dir / "scores_test.json").read_text())
-    for image_id, image, references, prediction, cider in table["data"]:
+    assert "diagnostics/test_visual_gap" in run.summary and "diagnostics/seconds_total" in run.summary
+    for image_id, image, references, prediction, cider, hallucinated, wrong in table["data"]:
+        assert isinstance(hallucinated, str) and isinstance(wrong, str)
         assert image["_type"] == "image-file" and image["width"] >= 128
         assert prediction == preds[image_id]
         assert cider == pytest.approx(scores[str(image_id)]["CIDEr"])

@@ -65,6 +65,24 @@ IMAGE_OF = ("an image of", "a picture of", "a simple drawing of", "a rendering o
 SHAPE_NOUNS = ("shapes", "objects", "shapes", "figures")
 
 
+def pair_relations(box_a, box_b, image_size: int) -> list[str]:
+    """Relations that clearly hold for "the object in box_a <relation> the object in box_b".
+
+    The rule every caption's relations follow (``RELATION_MARGIN``, ``AXIS_RATIO`` on the box
+    centres); public so that stated relations, reference or generated, are checked by the same rule.
+    """
+    margin = RELATION_MARGIN * image_size
+    dx = (box_b[0] + box_b[2]) / 2 - (box_a[0] + box_a[2]) / 2
+    dy = (box_b[1] + box_b[3]) / 2 - (box_a[1] + box_a[3]) / 2
+    big = max(abs(dx), abs(dy))
+    rels = []
+    if abs(dx) >= margin and abs(dx) >= AXIS_RATIO * big:
+        rels.append("left of" if dx > 0 else "right of")
+    if abs(dy) >= margin and abs(dy) >= AXIS_RATIO * big:
+        rels.append("above" if dy > 0 else "below")
+    return rels
+
+
 # -- phrases ------------------------------------------------------------------------------------
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
@@ -119,16 +137,7 @@ class Captioner:
 
     def _pair_rels(self, a: int, b: int) -> list[str]:
         """Relations that clearly hold for "object a <relation> object b"."""
-        oa, ob = self.objs[a], self.objs[b]
-        margin = RELATION_MARGIN * self.size
-        dx, dy = ob.cx - oa.cx, ob.cy - oa.cy
-        big = max(abs(dx), abs(dy))
-        rels = []
-        if abs(dx) >= margin and abs(dx) >= AXIS_RATIO * big:
-            rels.append("left of" if dx > 0 else "right of")
-        if abs(dy) >= margin and abs(dy) >= AXIS_RATIO * big:
-            rels.append("above" if dy > 0 else "below")
-        return rels
+        return pair_relations(self.objs[a].box, self.objs[b].box, self.size)
 
     def _relations(self) -> dict[tuple[int, int], list[str]]:
         """Relations holding for every member pair, per ordered pair of distinct entities."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from fusionbench.errors import DataError
 from fusionbench.io import atomic_write_text
+from fusionbench.leaderboard.diagnostics import gap_svg
 from fusionbench.leaderboard.load import (
     GRID_HINT,
     evaluation_splits,
@@ -135,7 +136,14 @@ def build_leaderboard(
         plot_paths.append(curves_path)
     else:
         curves_path.unlink(missing_ok=True)  # a previous build's curves would be stale
-    atomic_write_text(html_path, render_html(**common, heatmap=heatmap, cost=cost, curves=curves))
+    gap = gap_svg(rows)
+    gap_path = out / f"{name}_gap.svg"
+    if gap is not None:
+        atomic_write_text(gap_path, gap + "\n")
+        plot_paths.append(gap_path)
+    else:
+        gap_path.unlink(missing_ok=True)
+    atomic_write_text(html_path, render_html(**common, heatmap=heatmap, cost=cost, curves=curves, gap=gap))
     return Leaderboard(
         name=name,
         rows=rows,

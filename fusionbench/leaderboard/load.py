@@ -23,7 +23,7 @@ from fusionbench.leaderboard.formatting import fmt_value
 COMPONENT_KEYS = {key: kind for kind, key in naming.COMPONENT_KEYS.items()}
 """Assignment keys that name a configuration's components, and the column each becomes."""
 SEED_KEY = "seed"
-FILE_ONLY_KEYS = ("degenerate", "collapse", "val_history")
+FILE_ONLY_KEYS = ("degenerate", "collapse", "val_history", "diagnostics")
 """``metrics.json`` keys the leaderboard reads that a grid record's metrics summary may leave out."""
 GRID_HINT = (
     "run the grid first (`fusionbench run <grid.yaml>`), which appends one line per cell to results.jsonl"

@@ -16,6 +16,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fusionbench.leaderboard.diagnostics import (
+    CAPTION as DIAGNOSTICS_CAPTION,
+)
+from fusionbench.leaderboard.diagnostics import diagnostics_table, has_diagnostics
 from fusionbench.leaderboard.formatting import MISSING, esc, fmt_num, fmt_params, fmt_score, fmt_value
 from fusionbench.leaderboard.stats import ALPHA
 from fusionbench.leaderboard.table import Method, identity_columns
@@ -257,11 +261,18 @@ def render_markdown(
         )
     if notes:
         out += ["Notes:", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
+    diagnostics = has_diagnostics(rows)
+    if diagnostics:
+        out += ["## Diagnostics", "", DIAGNOSTICS_CAPTION, "", markdown_table(*diagnostics_table(rows)), ""]
     for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
         out += [f"## {heading}", ""]
         if n == 0:
             out += [METHOD_SENTENCE, ""]
         out += [summary_caption(axis), "", markdown_table(*summary_table(summaries[axis], axis, splits)), ""]
+        if axis == "fusion" and diagnostics:
+            per_fusion = diagnostics_table(summaries["fusion"], "fusion")
+            out += ["Diagnostics per fusion strategy (x100, non-degenerate configurations):", ""]
+            out += [markdown_table(*per_fusion), ""]
         out += [f"- {_md_escape(t)}" for t in sentences] + ([""] if sentences else [])
     return "\n".join(out)
 
@@ -370,6 +381,7 @@ def render_html(
     heatmap: str,
     cost: str,
     curves: str | None = None,
+    gap: str | None = None,
 ) -> str:
     """The HTML page: the Markdown page's content with sortable tables and the inline SVG plots."""
     header, body = display_table(rows, splits)
@@ -398,6 +410,16 @@ def render_html(
         if notes
         else ""
     )
+    diagnostics_html = (
+        f"<h2>Diagnostics</h2><p>{esc(DIAGNOSTICS_CAPTION)}</p>" + _html_table(*diagnostics_table(rows))
+        if has_diagnostics(rows)
+        else ""
+    )
+    if gap:
+        diagnostics_html += (
+            f'<figure>{gap}<figcaption class="note">Test CIDEr-D against the visual gap: a cell near '
+            "0 on the x axis writes the same captions whatever the image.</figcaption></figure>"
+        )
     sections = []
     for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
         part = f"<h2>{esc(heading)}</h2>"
@@ -406,6 +428,9 @@ def render_html(
         part += f"<p>{esc(summary_caption(axis))}</p>" + _html_table(
             *summary_table(summaries[axis], axis, splits)
         )
+        if axis == "fusion" and has_diagnostics(rows):
+            part += "<p>Diagnostics per fusion strategy (x100, non-degenerate configurations):</p>"
+            part += _html_table(*diagnostics_table(summaries["fusion"], "fusion"))
         part += "<ul>" + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in sentences) + "</ul>"
         sections.append(part)
     curves_html = (
@@ -430,6 +455,7 @@ def render_html(
 <p class="note">{esc(legend_line(method))} Click a column header to sort.</p>
 {degenerate_html}
 {notes_html}
+{diagnostics_html}
 {"".join(sections)}
 <h2>Test CIDEr-D by encoder × fusion, per decoder</h2>
 <figure>{heatmap}</figure>

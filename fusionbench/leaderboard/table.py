@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from fusionbench.leaderboard.diagnostics import DIAGNOSTIC_COLUMNS, diagnostic_means
 from fusionbench.leaderboard.load import Configuration, RunResult, load_per_image, read_manifest
 from fusionbench.leaderboard.stats import (
     Resamples,
@@ -142,6 +143,7 @@ def aggregate(
                 (_cost(r).get("inference_ms_per_image") or {}).get(split) for r in config.runs
             )
         row["wall_seconds"] = mean_of(r.record.get("wall_seconds") for r in config.runs)
+        row.update(diagnostic_means(config.runs))  # diag_* columns (fusionbench.leaderboard.diagnostics)
         row["cells"] = ";".join(r.name for r in config.runs)
         row["label"] = config.label
         row["notes"] = ""
@@ -238,8 +240,8 @@ def csv_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def axis_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str], axis: str) -> list[dict[str, Any]]:
     """Per level of ``axis`` (``fusion``, ``encoder``, ``decoder``): mean CIDEr-D per split over its
-    non-degenerate configurations (i.e. over the other axes), their mean seed std, and how many
-    configurations were left out as degenerate."""
+    non-degenerate configurations (i.e. over the other axes), their mean seed std, the mean of
+    each diagnostic (``diag_*``), and how many configurations were left out as degenerate."""
     out: list[dict[str, Any]] = []
     for level in sorted({r[axis] for r in rows}):
         mine = [r for r in rows if r[axis] == level and r.get("degenerate") is None]
@@ -251,6 +253,7 @@ def axis_summary(rows: Sequence[Mapping[str, Any]], splits: Sequence[str], axis:
         for split in splits:
             entry[f"{split}_CIDEr_mean"] = mean_of(r[f"{split}_CIDEr_mean"] for r in mine)
             entry[f"{split}_CIDEr_seed_std"] = mean_of(r[f"{split}_CIDEr_std"] for r in mine)
+        entry.update({c: mean_of(r.get(c) for r in mine) for c in DIAGNOSTIC_COLUMNS})
         out.append(entry)
     return out
 

@@ -14,7 +14,8 @@ What a run logs (``job_type: train``, name = the grid cell name, ``group`` = the
   (``cost/params_total``, ``cost/params_<component>``, ``cost/train_images_per_s``,
   ``cost/inference_ms_per_image`` for the test split, and every other number under ``cost`` in
   metrics.json as ``cost/<key>``, nested ones as ``cost/<key>_<sub>``);
-* ``predictions``: a ``wandb.Table`` (image_id, image, references, prediction, per-image CIDEr-D)
+* ``predictions``: a ``wandb.Table`` (image_id, image, references, prediction, per-image CIDEr-D;
+  on ``shapes`` also the hallucinated objects and wrong relations of each caption)
   for a fixed sample of test images, and, under attention fusion, ``attention`` (one row per
   image and word: the heatmap over the image) plus ``attention/maps`` (one strip per image).
 
@@ -454,7 +455,8 @@ class WandbTracker:
         split = dataset.split("test")
         sample = sample_indices(len(split), int(self.wc.predictions))
         if sample:
-            self.run.log({"predictions": predictions_table(wandb, split, result, sample)})
+            failures = caption_failures(split, result, sample)
+            self.run.log({"predictions": predictions_table(wandb, split, result, sample, failures)})
         return [split, sample]
 
     def _log_attention(self, split, idx: list[int], model) -> None:
@@ -539,6 +541,8 @@ def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     cost = metrics.get("cost") or {}
     for key, value in cost.items():
         _flatten_numbers(f"cost/{key}", value, out)
+    for split, block in (metrics.get("diagnostics") or {}).items():  # fusionbench.diagnostics
+        _flatten_numbers(f"diagnostics/{split}", block, out)
     ms = cost.get("inference_ms_per_image")
     if isinstance(ms, Mapping) and _is_number(ms.get("test")):
         out["cost/inference_ms_per_image"] = float(ms["test"])  # the test split: what leaderboards use
@@ -546,21 +550,53 @@ def summary_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def predictions_table(wandb, split, result: Mapping[str, Any], sample: list[int]):
-    """``wandb.Table``: image_id, image, references, prediction, per-image CIDEr-D."""
+def caption_failures(split, result: Mapping[str, Any], sample: list[int]) -> dict[int, dict[str, Any]] | None:
+    """Per sampled image: its hallucinated objects and wrong relations (``fusionbench.diagnostics``);
+    None for a dataset without scenes (only ``shapes`` knows every object)."""
+    from fusionbench.diagnostics.text import scenes_of_split, text_diagnostics
+
+    scenes = scenes_of_split(split)
+    if scenes is None:
+        return None
+    predictions = result.get("predictions") or {}
+    ids = [int(split.image_ids[i]) for i in sample]
+    _, per_image = text_diagnostics(
+        {i: predictions.get(i, "") for i in ids},
+        {int(split.image_ids[i]): split.captions[i] for i in sample},
+        scenes={i: scenes[i] for i in ids},
+    )
+    return per_image
+
+
+def predictions_table(
+    wandb,
+    split,
+    result: Mapping[str, Any],
+    sample: list[int],
+    failures: Mapping[int, Mapping[str, Any]] | None = None,
+):
+    """``wandb.Table``: image_id, image, references, prediction, per-image CIDEr-D; with ``failures``
+    also the hallucinated objects and wrong relations, so a dashboard can filter the failures."""
     predictions = result.get("predictions") or {}
     per_image = getattr(result.get("scores"), "per_image", {}) or {}
-    table = wandb.Table(columns=["image_id", "image", "references", "prediction", "CIDEr-D"])
+    columns = ["image_id", "image", "references", "prediction", "CIDEr-D"]
+    if failures is not None:
+        columns += ["hallucinated objects", "wrong relations"]
+    table = wandb.Table(columns=columns)
     for i in sample:
         image_id = int(split.image_ids[i])
         cider = (per_image.get(image_id) or {}).get("CIDEr")
-        table.add_data(
+        row = [
             image_id,
             wandb.Image(enlarge(split.load_image(i))),
             "\n".join(split.captions[i]),
             predictions.get(image_id, ""),
             float(cider) if cider is not None else None,
-        )
+        ]
+        if failures is not None:
+            found = failures.get(image_id) or {}
+            row += ["; ".join(found.get("hallucinated", [])), "; ".join(found.get("wrong_relations", []))]
+        table.add_data(*row)
     return table
 
 
