@@ -93,6 +93,10 @@ def _hashed(cfg: DictConfig) -> dict:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
+    if not (data.get("scst") or {}).get("enabled"):
+        # a run without self-critical training never reads the section: hashes stay those of
+        # configs written before it existed, so finished cells are not retrained
+        data.pop("scst", None)
     return data
 
 
