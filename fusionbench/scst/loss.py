@@ -19,17 +19,24 @@ from torch import Tensor
 
 def mean_baseline(rewards: Tensor) -> Tensor:
     """``[B, n]`` rewards -> ``[B, n]``: for each sample the mean reward of the image's other samples."""
+    return rewards - _mean_advantage(rewards)
+
+
+def _mean_advantage(rewards: Tensor) -> Tensor:
+    """``r_i - mean_{j != i} r_j`` as the mean of the differences ``r_i - r_j``: samples with equal
+    rewards get exactly zero advantage (``sum - r`` divided by ``n - 1`` would leave rounding)."""
     n = rewards.shape[1]
     if n < 2:
         raise ValueError("the mean baseline needs at least 2 samples per image")
-    return (rewards.sum(1, keepdim=True) - rewards) / (n - 1)
+    return (rewards.unsqueeze(2) - rewards.unsqueeze(1)).sum(2) / (n - 1)
 
 
 def advantages(rewards: Tensor, baseline: str, greedy_rewards: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(advantage, baseline)`` ``[B, n]`` of ``[B, n]`` sample rewards under ``baseline``."""
     if baseline == "mean":
-        base = mean_baseline(rewards)
-    elif baseline == "greedy":
+        advantage = _mean_advantage(rewards)
+        return advantage, rewards - advantage
+    if baseline == "greedy":
         if greedy_rewards is None:
             raise ValueError("the greedy baseline needs the greedy captions' rewards")
         base = greedy_rewards.reshape(-1, 1).expand_as(rewards)
