@@ -155,7 +155,8 @@ def test_an_init_checkpoint_of_another_model_or_vocabulary_fails_before_training
 
     path = _checkpoint_of(tmp_path, other)
     cfg = load_config(
-        TINY, [f"output_dir={tmp_path}", "scst.enabled=true", f"scst.init={path}", "logger.wandb.mode=disabled"]
+        TINY,
+        [f"output_dir={tmp_path}", "scst.enabled=true", f"scst.init={path}", "logger.wandb.mode=disabled"],
     )
     with pytest.raises(ScstInitError, match=message) as err:
         run_experiment(cfg, progress=False)
@@ -198,7 +199,9 @@ def test_a_run_killed_during_scst_resumes_there_and_equals_an_uninterrupted_one(
     assert died.returncode == 3 and marker.exists(), died.stderr[-2000:]
     run_dir = tmp_path / "tiny" / "killed"
     assert (run_dir / "checkpoints" / "xe_done.json").is_file()  # the XE phase had finished
-    assert (run_dir / "checkpoints" / "scst" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
+    assert (run_dir / "checkpoints" / "scst" / "last.ckpt").is_file() and not (
+        run_dir / "metrics.json"
+    ).exists()
 
     resumed = run_experiment(load_config(TINY, args), progress=False, resume=True)
     assert resumed["scst"]["resumed"] is True
@@ -210,7 +213,9 @@ def test_a_run_killed_during_scst_resumes_there_and_equals_an_uninterrupted_one(
         a = json.loads((run_dir / f"scores_{split}.json").read_text())
         b = json.loads((Path(whole["run_dir"]) / f"scores_{split}.json").read_text())
         assert a == b
-    assert (run_dir / "predictions.json").read_text() == (Path(whole["run_dir"]) / "predictions.json").read_text()
+    assert (run_dir / "predictions.json").read_text() == (
+        Path(whole["run_dir"]) / "predictions.json"
+    ).read_text()
 
 
 def test_scst_is_left_out_of_the_hash_only_while_disabled():
@@ -222,3 +227,15 @@ def test_scst_is_left_out_of_the_hash_only_while_disabled():
     on = load_config(TINY, ["scst.enabled=true"])
     assert training_hash(on) != training_hash(off)
     assert training_hash(on) != training_hash(load_config(TINY, ["scst.enabled=true", "scst.lr=1e-4"]))
+
+
+def test_the_scst_axis_is_the_training_column_and_names_the_cells(tmp_path):
+    from grids import write_grid
+
+    from fusionbench.grid import load_grid
+    from fusionbench.leaderboard.load import RunResult, group_configurations
+
+    grid = load_grid(write_grid(tmp_path, {"axes": {"scst.enabled": [False, True]}}))
+    assert [c.name for c in grid.cells] == ["xe-s0", "xe+scst-s0"]
+    runs = [RunResult(c.name, {"assignment": c.assignment, "components": {}}, {}, None) for c in grid.cells]
+    assert sorted(c.extras["training"] for c in group_configurations(runs)) == ["xe", "xe+scst"]

@@ -141,6 +141,8 @@ def evaluation_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _value_label(key: str, value: Any) -> str:
+    if key == "scst.enabled" and isinstance(value, bool):  # the training axis: xe vs xe+scst
+        return "xe+scst" if value else "xe"
     if isinstance(value, dict):
         label = (
             str(value.get("name", "")) or hashlib.sha1(repr(sorted(value.items())).encode()).hexdigest()[:6]
