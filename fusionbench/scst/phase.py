@@ -43,7 +43,7 @@ def _limit(value: Any) -> Any:
     return None if isinstance(value, float) and value == 1.0 else value
 
 
-def _words(tokenizer) -> list[str]:
+def vocabulary_words(tokenizer) -> list[str]:
     """The words a word vocabulary can emit (tokenised for the reward ahead of training)."""
     itos = getattr(tokenizer, "itos", None)
     return [w for w in itos if not w.startswith("<")] if isinstance(itos, list) else []
@@ -108,7 +108,7 @@ class ScstPhase:
         reward = CiderReward.for_train(
             dataset.split("train").references(),
             bleu_weight=float(cfg.scst.bleu_weight) if cfg.scst.reward == "cider+bleu" else 0.0,
-            words=_words(model.tokenizer),
+            words=vocabulary_words(model.tokenizer),
         )
         phase = cls(cfg, run_dir, reward, init)
         if not resume and writer:
