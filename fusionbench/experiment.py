@@ -8,6 +8,9 @@ inference ms/image, wall time), ``predictions.json``
 ``predictions_<split>.json``), ``scores_<split>.json`` (per-image scores, for bootstrap intervals)
 and ``checkpoints/best.ckpt``. Every file is written atomically. ``reevaluate_run`` tests a
 finished run's best checkpoint again with other test-time settings (decoding, scoring), no training.
+With ``scst.enabled`` a self-critical phase follows the cross-entropy one (``fusionbench.scst.phase``):
+its checkpoints go to ``checkpoints/scst/``, the final scores are its best epoch's, and
+``metrics.json`` adds both phases' ``xe`` and ``scst`` blocks.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from fusionbench.naming import components
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates
-from fusionbench.scst.phase import ScstPhase
+from fusionbench.scst.phase import ScstPhase, final_checkpoint
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -474,7 +477,7 @@ def reevaluate_run(
     reset_peak_memory()
     load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
     run_dir = run_dir_for(cfg)
-    best = run_dir / "checkpoints" / "best.ckpt"
+    best = final_checkpoint(cfg, run_dir)  # checkpoints/best.ckpt, or scst/best.ckpt after SCST
     previous_file = run_dir / "metrics.json"
     if not best.is_file() or not previous_file.is_file():
         missing = best if not best.is_file() else previous_file
@@ -510,7 +513,7 @@ def reevaluate_run(
     cost["peak_memory_mb"] = max(float(cost.get("peak_memory_mb") or 0.0), peak_memory_mb(device))
     metrics["cost"] = cost
     metrics["reevaluated"] = {
-        "checkpoint": "checkpoints/best.ckpt",
+        "checkpoint": best.relative_to(run_dir).as_posix(),
         "previous_decoding": before,
         "seconds": time.perf_counter() - wall_start,
     }

@@ -49,6 +49,15 @@ def vocabulary_words(tokenizer) -> list[str]:
     return [w for w in itos if not w.startswith("<")] if isinstance(itos, list) else []
 
 
+def final_checkpoint(cfg: DictConfig, run_dir: Path) -> Path:
+    """The checkpoint a finished run's results come from: the best SCST epoch's when the run
+    trained an SCST phase, else the best cross-entropy epoch's."""
+    scst = cfg.get("scst")
+    if scst is not None and bool(scst.enabled):
+        return run_dir / "checkpoints" / SCST_DIR / "best.ckpt"
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
 def check_init(cfg: DictConfig, model) -> dict[str, Any]:
     """The ``scst.init`` checkpoint, checked to hold this config's model and vocabulary."""
     from fusionbench.checkpoint import read_checkpoint
