@@ -40,6 +40,7 @@ from fusionbench.checks import (
 )
 from fusionbench.decoding import DecodingConfig  # the `decoding` section's schema and value checks
 from fusionbench.errors import ConfigError
+from fusionbench.scst.settings import ScstConfig  # the `scst` section (self-critical training)
 
 # Component sections: (dotted key, registry attribute in fusionbench.registry)
 COMPONENTS = (
@@ -234,6 +235,7 @@ class ExperimentConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    scst: ScstConfig = field(default_factory=ScstConfig)
     plugins: list[str] = field(default_factory=list)  # modules or .py files imported first
     metrics: list[Any] = field(default_factory=list)  # extra metrics (registry names or {name: ...})
 

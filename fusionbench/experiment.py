@@ -8,6 +8,9 @@ inference ms/image, wall time), ``predictions.json``
 ``predictions_<split>.json``), ``scores_<split>.json`` (per-image scores, for bootstrap intervals)
 and ``checkpoints/best.ckpt``. Every file is written atomically. ``reevaluate_run`` tests a
 finished run's best checkpoint again with other test-time settings (decoding, scoring), no training.
+With ``scst.enabled`` a self-critical phase follows the cross-entropy one (``fusionbench.scst.phase``):
+its checkpoints go to ``checkpoints/scst/``, the final scores are its best epoch's, and
+``metrics.json`` adds both phases' ``xe`` and ``scst`` blocks.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from fusionbench.naming import components
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates
+from fusionbench.scst.phase import ScstPhase, final_checkpoint
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -335,6 +339,7 @@ def _run_experiment(
         atomic_write_json(run_dir / "vocab.json", tokenizer.to_dict())
     features = attach_features(cfg, model, datamodule, dataset)
     module = CaptionModule(model, cfg, references, eval_splits)
+    scst = ScstPhase.prepare(cfg, dataset, model, run_dir, resume=resume, writer=writer)  # None: no SCST
 
     tc = cfg.trainer
     checkpoint = pl.callbacks.ModelCheckpoint(
@@ -379,11 +384,23 @@ def _run_experiment(
     )
     fit_start = time.perf_counter()
     resuming = resume and last.is_file()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
-    train_seconds = time.perf_counter() - fit_start
-    trainer.test(
-        module, datamodule=datamodule, ckpt_path="best" if checkpoint.best_model_path else None, verbose=False
-    )
+    if scst is None or scst.trains_xe:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
+        train_seconds = time.perf_counter() - fit_start
+        trainer.test(
+            module,
+            datamodule=datamodule,
+            ckpt_path="best" if checkpoint.best_model_path else None,
+            verbose=False,
+        )
+    if scst is not None:  # self-critical training from the best cross-entropy epoch (fusionbench.scst)
+        xe_seconds = train_seconds if scst.trains_xe else 0.0
+        scst.finish_xe(module, trainer, datamodule, train_seconds=xe_seconds, writer=writer)
+        module, trainer, checkpoint = scst.run(
+            module, datamodule, references, placement=device_kwargs(cfg), logger=tracker.logger,
+            callbacks=[*tracker.callbacks, *(callbacks or [])], show=show,
+        )  # fmt: skip
+        train_seconds, resuming = time.perf_counter() - fit_start, resuming or scst.scst["resumed"]
 
     if not trainer.is_global_zero:
         return {"rank": int(trainer.global_rank), "run_dir": str(run_dir)}
@@ -415,6 +432,9 @@ def _run_experiment(
         "features": features,
     }
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
+    if scst is not None:
+        metrics.update(scst.blocks())
+        metrics["checkpoint"] = f"scst/{metrics['checkpoint']}" if metrics["checkpoint"] else None
     _write_evaluation_files(run_dir, module)
     atomic_write_json(run_dir / "metrics.json", metrics)
     tracker.log_results(metrics, module=module, dataset=dataset, model=model)
@@ -461,7 +481,7 @@ def reevaluate_run(
     reset_peak_memory()
     load_plugins(list(cfg.plugins), where="the config's `plugins:` list")
     run_dir = run_dir_for(cfg)
-    best = run_dir / "checkpoints" / "best.ckpt"
+    best = final_checkpoint(cfg, run_dir)  # checkpoints/best.ckpt, or scst/best.ckpt after SCST
     previous_file = run_dir / "metrics.json"
     if not best.is_file() or not previous_file.is_file():
         missing = best if not best.is_file() else previous_file
@@ -497,7 +517,7 @@ def reevaluate_run(
     cost["peak_memory_mb"] = max(float(cost.get("peak_memory_mb") or 0.0), peak_memory_mb(device))
     metrics["cost"] = cost
     metrics["reevaluated"] = {
-        "checkpoint": "checkpoints/best.ckpt",
+        "checkpoint": best.relative_to(run_dir).as_posix(),
         "previous_decoding": before,
         "seconds": time.perf_counter() - wall_start,
     }

@@ -107,3 +107,28 @@ def test_a_grid_cell_on_two_processes_runs_as_its_own_command(tmp_path):
     assert (two / "cell.yaml").is_file() and json.loads((two / "metrics.json").read_text())[
         "status"
     ] == "completed"
+
+
+def test_a_ddp_run_trains_one_scst_epoch_each_rank_rewarding_its_own_images(tiny_config_path, tmp_path):
+    _cli(
+        "run",
+        str(tiny_config_path),
+        f"output_dir={tmp_path}",
+        *DATA,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_epochs=1",
+        "scst.enabled=true",
+        "scst.epochs=1",
+        "scst.samples=2",
+        "--no-progress",
+    )
+    run = tmp_path / "tiny" / "cnn-attention-lstm-s0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "scst/best.ckpt" and len(metrics["scst"]["val_history"]) == 1
+    assert metrics["test"] == metrics["scst"]["test"] and "test" in metrics["xe"]
+    preds = json.loads((run / "predictions.json").read_text())
+    assert (
+        sorted(p["image_id"] for p in preds) == sorted(set(p["image_id"] for p in preds)) and len(preds) == 7
+    )
+    assert (run / "checkpoints" / "scst" / "best.ckpt").is_file()

@@ -9,10 +9,13 @@ the final choice among a image's beams divides by ``length ** length_penalty`` (
 normalisation, as in most captioning code bases). ``no_repeat_ngram=n`` forbids any n-gram to
 occur twice in a caption (Paulus et al., 2018), the usual cure for "a red circle a red circle".
 ``decode`` is the one place that chooses greedy search (``beam_size == 1``) or beam search.
+``sample`` draws captions at random for self-critical training (``fusionbench.scst``), over the
+same interface and with the log-probabilities kept for the gradient.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -154,4 +157,75 @@ def decode(
         return greedy_search(model, ctx, **common)
     return beam_search(
         model, ctx, beam_size=decoding.beam_size, length_penalty=decoding.length_penalty, **common
+    )
+
+
+@dataclass
+class Samples:
+    """What ``sample`` drew: ``n`` captions per image, image-major (rows ``i*n .. i*n+n-1`` are image i).
+
+    Attributes:
+        ids: ``[B*n, L]`` sampled ids, ``pad`` after each caption's ``eos``.
+        logprobs: ``[B*n, L]`` the model's log-probability of each sampled id (with grad).
+        mask: ``[B*n, L]`` float, 1 for the words and the ``eos`` a caption consists of.
+        entropy: ``[B*n, L]`` the entropy of the model's next-word distribution at each step.
+        ended: ``[B*n]`` bool, the caption chose ``eos`` (False: cut at ``max_len`` words).
+    """
+
+    ids: Tensor
+    logprobs: Tensor
+    mask: Tensor
+    entropy: Tensor
+    ended: Tensor
+
+
+def sample(
+    model: Steppable,
+    ctx: FusedContext,
+    *,
+    n: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_len: int,
+    temperature: float = 1.0,
+) -> Samples:
+    """``n`` multinomial samples per image in one batched pass (Rennie et al., 2017).
+
+    The context is expanded ``n`` times (as beam search expands it into beams), so every fusion,
+    decoder and decoder cache samples the way it decodes. Each step draws from the model's
+    distribution sharpened or flattened by ``temperature``; the log-probabilities kept are the
+    model's own (``temperature`` changes which captions are explored, not the policy whose gradient
+    is taken, as in ImageCaptioning.pytorch). A caption that has not chosen ``eos`` after ``max_len``
+    words is cut there (``ended`` False), so the reward can tell it from a finished one. Draws come
+    from torch's global RNG: a seeded run samples the same captions, also after a resume.
+    """
+    b = ctx.batch_size
+    device = ctx.device
+    ctx = ctx.index_select(torch.arange(b, device=device).repeat_interleave(n))
+    rows = b * n
+    state = model.start(ctx)
+    last = torch.full((rows,), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    ids, logps, masks, entropies = [], [], [], []
+    for _ in range(max_len):
+        logp, state = model.step_logprobs(last, state, ctx)  # [R, V]
+        with torch.no_grad():
+            scaled = logp if temperature == 1.0 else torch.log_softmax(logp / temperature, -1)
+            nxt = torch.multinomial(scaled.exp(), 1).squeeze(1)
+        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+        ids.append(nxt)
+        logps.append(logp.gather(1, nxt.unsqueeze(1)).squeeze(1))
+        masks.append((~finished).float())
+        entropies.append(-(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1).detach())
+        finished = finished | (nxt == eos_id)
+        if bool(finished.all()):
+            break
+        last = nxt
+    return Samples(
+        ids=torch.stack(ids, 1),
+        logprobs=torch.stack(logps, 1),
+        mask=torch.stack(masks, 1),
+        entropy=torch.stack(entropies, 1),
+        ended=finished,
     )

@@ -93,6 +93,10 @@ def _hashed(cfg: DictConfig) -> dict:
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
+    if not (data.get("scst") or {}).get("enabled"):
+        # a run without self-critical training never reads the section: hashes stay those of
+        # configs written before it existed, so finished cells are not retrained
+        data.pop("scst", None)
     return data
 
 
@@ -137,6 +141,8 @@ def evaluation_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _value_label(key: str, value: Any) -> str:
+    if key == "scst.enabled" and isinstance(value, bool):  # the training axis: xe vs xe+scst
+        return "xe+scst" if value else "xe"
     if isinstance(value, dict):
         label = (
             str(value.get("name", "")) or hashlib.sha1(repr(sorted(value.items())).encode()).hexdigest()[:6]

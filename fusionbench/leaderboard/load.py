@@ -233,6 +233,19 @@ def _first_line(text: Any) -> str:
     return lines[0] if lines else "(no error message)"
 
 
+TRAINING_AXIS = "scst.enabled"
+"""The assignment key of a grid over cross-entropy vs cross-entropy + SCST (``experiments/scst.yaml``)."""
+
+
+def _training_axis(extras: dict[str, Any]) -> dict[str, Any]:
+    """An ``scst.enabled`` axis as the ``training`` column: ``xe`` or ``xe+scst``."""
+    if TRAINING_AXIS not in extras:
+        return extras
+    out = {k: v for k, v in extras.items() if k != TRAINING_AXIS}
+    out["training"] = "xe+scst" if extras[TRAINING_AXIS] in (True, "true", "True") else "xe"
+    return out
+
+
 def group_configurations(runs: Iterable[RunResult]) -> list[Configuration]:
     """Group runs whose assignment, minus ``seed``, is equal (components included)."""
     groups: dict[str, Configuration] = {}
@@ -240,7 +253,9 @@ def group_configurations(runs: Iterable[RunResult]) -> list[Configuration]:
         assignment = dict(run.record.get("assignment") or {})
         components = dict(run.record.get("components") or run.metrics.get("components") or {})
         named = {role: assignment.get(key, components.get(role)) for key, role in COMPONENT_KEYS.items()}
-        extras = {k: v for k, v in assignment.items() if k != SEED_KEY and k not in COMPONENT_KEYS}
+        extras = _training_axis(
+            {k: v for k, v in assignment.items() if k != SEED_KEY and k not in COMPONENT_KEYS}
+        )
         key = json.dumps([named, extras], sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Configuration(

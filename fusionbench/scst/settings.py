@@ -1,0 +1,57 @@
+"""``ScstConfig``: the ``scst`` section of an experiment config (no torch, read by the config).
+
+Defaults follow the recipes that work in ImageCaptioning.pytorch (Luo 2020, "A better variant of
+self-critical sequence training"): 5 samples per image at temperature 1, the mean reward of the
+other samples as baseline, a constant learning rate well below the cross-entropy one (5e-5 there)
+and the CIDEr-D reward computed with the end token as a word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fusionbench.checks import NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, full_key
+from fusionbench.errors import ConfigError
+
+Baseline = Literal["greedy", "mean"]
+Reward = Literal["cider", "cider+bleu"]
+
+
+@dataclass
+class ScstConfig:
+    """Self-critical sequence training after the cross-entropy phase (``enabled: true``).
+
+    ``init``: start from this checkpoint instead of training a cross-entropy phase (its model and
+    vocabulary must be this config's). ``patience``: stop after this many SCST epochs without a
+    better validation CIDEr-D (0 = run all ``epochs``). ``bleu_weight``: the BLEU-4 term's weight
+    when ``reward: cider+bleu``.
+    """
+
+    enabled: bool = False
+    epochs: Annotated[int, Range(ge=1)] = 5
+    lr: PositiveFloat = 5e-5
+    warmup_steps: NonNegativeInt = 0
+    weight_decay: NonNegativeFloat = 0.0
+    samples: Annotated[int, Range(ge=1, note="captions sampled per image")] = 5
+    temperature: PositiveFloat = 1.0
+    baseline: Baseline = "mean"
+    reward: Reward = "cider"
+    bleu_weight: NonNegativeFloat = 1.0
+    init: str | None = None
+    patience: NonNegativeInt = 0
+
+    def check(self, key: str) -> None:
+        if self.baseline == "mean" and self.samples < 2:
+            raise ConfigError(
+                f"Invalid value {self.samples} for {full_key(key, 'samples')} with "
+                f"{full_key(key, 'baseline')}=mean: the mean baseline is the mean reward of the *other* "
+                "samples of an image, so it needs samples >= 2 (5 is usual), or use baseline=greedy."
+            )
+        if self.init and not Path(str(self.init)).expanduser().is_file():
+            raise ConfigError(
+                f"{full_key(key, 'init')}={str(self.init)!r} is not a file. Give a checkpoint written by "
+                "`fusionbench run` (runs/<name>/<run>/checkpoints/best.ckpt), or remove the key to train "
+                "the cross-entropy phase first."
+            )
