@@ -47,20 +47,6 @@ def test_a_run_stops_when_validation_stops_improving_and_tests_its_best_epoch(tm
     assert again["test"]["Bleu_4"] == metrics["test"]["Bleu_4"]
 
 
-def test_without_patience_a_run_trains_its_whole_budget(tmp_path):
-    cfg = load_config(CONFIGS / "tiny.yaml", [f"output_dir={tmp_path}", "trainer.max_epochs=1"])
-    assert cfg.trainer.early_stopping.patience is None  # the default: no early stopping
-    training = run_experiment(cfg, progress=False)["training"]
-    assert training == {
-        "max_epochs": 1,
-        "epochs_trained": 1,
-        "best_epoch": 0,
-        "stopped_by": "max_epochs",
-        "stopped_epoch": None,
-        "early_stopping": None,
-    }
-
-
 @pytest.mark.parametrize(
     "override, message",
     [
