@@ -110,6 +110,21 @@ class OptimConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop training once ``val/CIDEr`` has stopped improving (Lightning's ``EarlyStopping``, mode
+    max); ``trainer.max_epochs`` stays the maximum budget and the best epoch's checkpoint is tested.
+
+    ``patience``: validations without an improvement of more than ``min_delta`` (raw CIDEr-D
+    scale, ~0-10: 0.01 is 1 point x100) before stopping; with ``check_val_every_n_epoch > 1`` it
+    counts validations, not epochs. ``null`` (the default) never stops early, so a run trains for
+    exactly ``max_epochs`` as before this option existed.
+    """
+
+    patience: Annotated[int, Range(ge=1, note="null = never stop early")] | None = None
+    min_delta: NonNegativeFloat = 0.0
+
+
+@dataclass
 class TrainerConfig:
     """Passed to Lightning's ``Trainer``: ``accelerator``/``devices``/``num_nodes``/``strategy``
     (``ddp``, ``fsdp``, ...) and ``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``) scale one
@@ -127,6 +142,7 @@ class TrainerConfig:
     log_every_n_steps: PositiveInt = 10
     enable_progress_bar: bool = True
     deterministic: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def check(self, key: str) -> None:
         for name in ("limit_train_batches", "limit_val_batches"):

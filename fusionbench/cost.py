@@ -18,6 +18,9 @@ does not compare fusion methods; time, memory and size belong beside it):
 * ``peak_memory_mb``: on CUDA ``torch.cuda.max_memory_allocated`` since ``reset_peak_memory``; on CPU
   the process's resident-set high-water mark (Linux ``VmHWM``, reset by ``reset_peak_memory`` where
   the kernel allows it; otherwise ``resource.getrusage``'s ``ru_maxrss`` since the process started).
+  A reset cannot give back what earlier work in the same process still holds, so a grid runs each
+  cell in a fresh process (``fusionbench.grid.runner``): the figure is then that cell's, including
+  the interpreter with torch and Lightning imported (a few hundred MiB, the same for every cell).
 """
 
 from __future__ import annotations
@@ -198,11 +201,17 @@ def peak_memory_mb(device: torch.device | str | None = None) -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
 
 
+#: How a CPU run's peak is scoped: what the leaderboard's legend repeats after the source.
+PER_PROCESS = " of the run's own process (each grid cell runs in a fresh process)"
+
+
 def peak_memory_source(device: torch.device | str | None = None) -> str:
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "cuda":
         return "torch.cuda.max_memory_allocated"
-    return "process RSS high-water mark (VmHWM)" if _vm_hwm_kb() is not None else "getrusage ru_maxrss"
+    return (
+        "process RSS high-water mark (VmHWM)" if _vm_hwm_kb() is not None else "getrusage ru_maxrss"
+    ) + PER_PROCESS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,6 +274,47 @@ def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def early_stopping(cfg: DictConfig) -> pl.callbacks.EarlyStopping | None:
+    """Lightning's ``EarlyStopping`` on ``val/CIDEr`` (mode max) from ``trainer.early_stopping``, or
+    None when its ``patience`` is null. Its state (best score, validations without improvement)
+    is saved in ``last.ckpt`` like every callback's, so a resumed run stops where an uninterrupted
+    one would."""
+    es = cfg.trainer.get("early_stopping") or {}
+    if es.get("patience") is None:
+        return None
+    return pl.callbacks.EarlyStopping(
+        monitor="val/CIDEr",
+        mode="max",
+        patience=int(es.patience),
+        min_delta=float(es.get("min_delta", 0.0)),
+    )
+
+
+def training_report(
+    cfg: DictConfig, trainer: pl.Trainer, module: CaptionModule, early: pl.callbacks.EarlyStopping | None
+) -> dict[str, Any]:
+    """``metrics.json["training"]``: how long the run trained and why it stopped.
+
+    ``best_epoch`` (0-based, as in ``val_history``) is the epoch whose checkpoint was tested;
+    ``epochs_trained`` counts epochs including those of a resumed run's first attempt;
+    ``stopped_by`` is ``early_stopping`` (``val/CIDEr`` stopped improving before the budget) or
+    ``max_epochs`` (the budget ran out). Read right after ``fit``: testing the best checkpoint
+    restores the callbacks' states as they were at the best epoch.
+    """
+    es = cfg.trainer.get("early_stopping") or {}
+    stopped_early = early is not None and early.stopped_epoch > 0
+    return {
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "epochs_trained": int(trainer.current_epoch),
+        "best_epoch": module.best_val.get("epoch"),
+        "stopped_by": "early_stopping" if stopped_early else "max_epochs",
+        "stopped_epoch": int(early.stopped_epoch) if stopped_early else None,
+        "early_stopping": (
+            {"patience": int(es.patience), "min_delta": float(es.get("min_delta", 0.0))} if early else None
+        ),
+    }
+
+
 def is_rank_zero() -> bool:
     """True in the process that writes results (rank 0 of a distributed run, or a single process).
 
@@ -364,6 +405,9 @@ def _run_experiment(
         *tracker.callbacks,
         *(callbacks or []),
     ]
+    early = early_stopping(cfg)
+    if early is not None:
+        all_callbacks.append(early)
     if show:
         all_callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     trainer = pl.Trainer(
@@ -384,9 +428,11 @@ def _run_experiment(
     )
     fit_start = time.perf_counter()
     resuming = resume and last.is_file()
+    train_seconds, training = 0.0, None  # no cross-entropy phase when SCST starts from scst.init
     if scst is None or scst.trains_xe:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resuming else None)
         train_seconds = time.perf_counter() - fit_start
+        training = training_report(cfg, trainer, module, early)  # before testing reloads callback states
         trainer.test(
             module,
             datamodule=datamodule,
@@ -431,6 +477,7 @@ def _run_experiment(
         "resumed": resuming,
         "features": features,
     }
+    metrics["training"] = training
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
     if scst is not None:
         metrics.update(scst.blocks())

@@ -255,3 +255,62 @@ def test_changed_test_beam_reevaluates_the_best_checkpoint_without_training(tmp_
     fresh = json.loads((run_dir / "metrics.json").read_text())
     assert {s: fresh[s] for s in ("test", "test_novel")} == reevaluated
     assert (run_dir / "predictions.json").read_text() == predictions
+
+
+def test_each_cell_measures_its_own_peak_memory_and_computes_what_it_would_in_process(tmp_path):
+    """A cell that leaves 400 MiB behind in its process (the ``ballast`` plugin: a cache, a leak)
+    does not inflate the peak memory of the cell after it: each cell runs in a fresh process.
+    That process computes exactly what running the cell here computes."""
+    from omegaconf import OmegaConf
+
+    from fusionbench.cost import PER_PROCESS
+    from fusionbench.experiment import run_experiment
+
+    path = write_grid(
+        tmp_path,
+        {"axes": {"model.fusion.ballast_mb": [400, 0]}},
+        plugins=[str(CONFIGS / "plugins" / "ballast.py")],
+        model={"fusion": {"name": "ballast"}},
+        trainer={"max_epochs": 1},
+    )
+    grid = load_grid(path)
+    summary = run_grid(grid, progress=False)
+    assert summary.completed == [c.name for c in grid.cells]
+    latest = ResultsStore(grid.results_dir).latest()
+    big, small = (latest[c.name]["metrics"]["cost"] for c in grid.cells)
+    assert (
+        big["peak_memory_source"].endswith(PER_PROCESS)
+        and small["peak_memory_source"] == big["peak_memory_source"]
+    )
+    # in one process the second cell's peak would include the first one's 400 MiB
+    assert small["peak_memory_mb"] < big["peak_memory_mb"] - 300, (big, small)
+
+    cell = grid.cells[-1]
+    here = OmegaConf.merge(cell.config, {"output_dir": str(tmp_path / "here")})
+    in_process = run_experiment(here, progress=False)
+    in_grid = latest[cell.name]["metrics"]
+    for key in ("val", "test", "test_novel"):
+        assert in_process[key] == in_grid[key], key
+    # without trainer.early_stopping (the default) a run trains its whole budget
+    assert (
+        in_process["training"]
+        == in_grid["training"]
+        == {
+            "max_epochs": 1,
+            "epochs_trained": 1,
+            "best_epoch": 0,
+            "stopped_by": "max_epochs",
+            "stopped_epoch": None,
+            "early_stopping": None,
+        }
+    )
+
+
+def test_the_quick_variant_is_the_default_grid_with_one_seed_and_the_small_budget():
+    experiments = Path(__file__).parent.parent / "experiments"
+    quick, default = load_grid(experiments / "quick.yaml"), load_grid(experiments / "grid.yaml", seeds=[0])
+    assert [c.name for c in quick.cells] == [c.name for c in default.cells]
+    assert {c.seed for c in quick.cells} == {0}
+    assert all(c.config.trainer.max_epochs == 4 for c in quick.cells)
+    assert all(c.config.trainer.early_stopping.patience is None for c in quick.cells)
+    assert quick.results_dir != default.results_dir  # its own results folder

@@ -1,8 +1,11 @@
 """Running a grid: every cell in turn, or through a launcher (``--jobs N`` processes, SLURM via
 submitit, Ray; ``fusionbench.launchers``), failures isolated, resumable.
 
-A cell that raises (an exception, a NaN loss, out of memory) is recorded as ``failed`` with its
-error and the traceback in ``<run_dir>/error.log``; the grid goes on. A cell's Lightning lines,
+Each cell runs in a process of its own (``execute_cell_in_own_process``; a launcher's workers do
+the same), so its cost figures (peak memory) are the cell's alone. A cell that raises (an
+exception, a NaN loss, out of memory) is recorded as ``failed`` with its error and the traceback
+in ``<run_dir>/error.log``; one whose process dies (killed, crashed) as ``interrupted`` with the
+reason, to be resumed by the next run; the grid goes on. A cell's Lightning lines,
 logging and warnings go to ``<run_dir>/cell.log``; the console keeps the grid's progress and one
 line per finished cell. Running the same grid again skips cells whose last record is
 ``completed`` with the same config hash, re-evaluates a finished cell whose config differs only
@@ -43,7 +46,7 @@ from fusionbench.results import ResultsStore, git_commit, now_iso
 
 log = logging.getLogger(__name__)
 CELL_LOG = "cell.log"  # in each cell's run folder: Lightning's lines, logging and warnings of the cell
-SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "components", "decoding")
+SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "training", "components", "decoding")
 # What a cell attempt does (the record's ``action``): train (or resume), or test a trained checkpoint.
 TRAIN = "train"
 REEVALUATE = "re-evaluate"
@@ -68,16 +71,6 @@ class GridSummary:
     interrupted: str | None = None
     seconds: float = 0.0
     wandb: dict[str, Any] | None = None  # the W&B grid summary run (fusionbench.tracking), if logged
-
-
-class EpochProgress(pl.Callback):
-    """Moves a rich progress task one step per finished training epoch."""
-
-    def __init__(self, progress: Progress, task) -> None:
-        self.progress, self.task = progress, task
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.progress.update(self.task, completed=trainer.current_epoch + 1, total=trainer.max_epochs)
 
 
 def _run_dir(cell: Cell) -> Path:
@@ -203,7 +196,7 @@ def _base_record(cell: Cell, action: str = TRAIN) -> dict[str, Any]:
     }
 
 
-def run_cell_worker(payload: dict[str, Any]) -> dict[str, Any]:
+def run_cell_worker(payload: dict[str, Any], callbacks: list | None = None) -> dict[str, Any]:
     """Run one cell in a worker (a spawned process, a SLURM job, a Ray task); returns its record.
 
     ``payload``: the cell's resolved config as YAML, its name, assignment and hash, whether to
@@ -222,7 +215,147 @@ def run_cell_worker(payload: dict[str, Any]) -> dict[str, Any]:
         config=OmegaConf.create(payload["cell_yaml"]),
         hash=payload["hash"],
     )
-    return execute_cell(cell, resume=bool(payload["resume"]), reevaluate=bool(payload.get("reevaluate")))
+    return execute_cell(
+        cell, resume=bool(payload["resume"]), callbacks=callbacks, reevaluate=bool(payload.get("reevaluate"))
+    )
+
+
+class _SendEpochs(pl.Callback):
+    """In a cell's own process: tells the grid process each finished epoch (for its progress bar)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.conn.send(("epoch", (trainer.current_epoch + 1, trainer.max_epochs)))
+
+
+def _cell_process_main(payload: dict[str, Any], conn) -> None:
+    """The body of a cell's own process: the grid process's environment, the cell, its record back."""
+    os.environ.clear()
+    os.environ.update(payload.pop("environ"))
+    _exit_with(payload.pop("grid_pid"))
+    try:
+        conn.send(("record", run_cell_worker(payload, callbacks=[_SendEpochs(conn)])))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the grid records it
+        pass
+    finally:
+        conn.close()
+
+
+def _exit_with(pid: int, every: float = 0.5) -> None:
+    """End this process soon after process ``pid`` (the grid) ends, e.g. killed with ``kill -9``:
+    the next run of the grid resumes the cell, and must not find this one still training it."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(70)
+            except OSError:  # exists, but not ours to signal
+                pass
+
+    threading.Thread(target=watch, name="fusionbench grid watch", daemon=True).start()
+
+
+#: Imported once by the server that forks the cells' processes (only a speed-up: a cell imports what
+#: is missing): the run's code and the built-in components of ``fusionbench.registry``.
+CELL_PRELOAD = (
+    "fusionbench.experiment",
+    "fusionbench.data.shapes",
+    "fusionbench.encoders.cnn",
+    "fusionbench.encoders.vit",
+    "fusionbench.encoders.regions",
+    "fusionbench.fusion.early",
+    "fusionbench.fusion.late",
+    "fusionbench.fusion.attention",
+    "fusionbench.decoders.lstm",
+    "fusionbench.decoders.transformer",
+    "fusionbench.decoders.bert",
+)
+
+
+def cell_process_context():
+    """The ``multiprocessing`` context of a grid cell's own process: ``forkserver`` where the platform
+    has it (a server that imported torch and Lightning once and never computed forks one clean
+    process per cell, cheaply; forking the grid process itself could hang in OpenMP after anything
+    in it ran a parallel torch operation), ``spawn`` elsewhere."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(CELL_PRELOAD))
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def execute_cell_in_own_process(
+    cell: Cell, *, resume: bool, reevaluate: bool = False, on_epoch=None
+) -> dict[str, Any]:
+    """``execute_cell`` in a new process of its own; returns its record (never raises for the cell).
+
+    Each cell gets a fresh process, so what it measures is its own (``cost.peak_memory_mb`` is the
+    cell's peak RSS, not the high-water mark of every cell before it), and a crash or an
+    out-of-memory kill of the cell is an ``interrupted`` record (resumed by the next run), not the
+    end of the grid. The process
+    gets this one's environment, working directory and torch threads, so it computes what
+    ``execute_cell`` here would, bit for bit. ``on_epoch(done, total)`` is called here after each
+    of its training epochs. Ctrl-C stops it and is raised here.
+    """
+    import torch
+
+    ctx = cell_process_context()
+    receive, send = ctx.Pipe(duplex=False)
+    payload = {
+        **_payload(cell, resume, reevaluate),
+        "threads": torch.get_num_threads(),
+        "environ": {k: v for k, v in os.environ.items() if k not in DIST_ENV},
+        "grid_pid": os.getpid(),
+    }
+    proc = ctx.Process(target=_cell_process_main, args=(payload, send), name=f"fusionbench cell {cell.name}")
+    record = None
+    proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                kind, value = receive.recv()
+            except EOFError:  # the process has ended (its end of the pipe is closed)
+                break
+            if kind == "epoch" and on_epoch is not None:
+                on_epoch(*value)
+            elif kind == "record":
+                record = value
+        proc.join()
+    except BaseException:
+        proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        raise
+    finally:
+        receive.close()
+    if record is None:
+        record = _died_record(cell, REEVALUATE if reevaluate else TRAIN, proc.exitcode)
+    return record
+
+
+def _died_record(cell: Cell, action: str, exitcode: int | None) -> dict[str, Any]:
+    """The record of a cell whose process ended without a result (killed, crashed): ``interrupted``
+    with the reason, as a launcher's dead worker is, so the next run resumes it from ``last.ckpt``."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    else:
+        why = f"exited with code {exitcode}"
+    error = f"worker died: the cell's process {why} before it finished"
+    return {**_base_record(cell, action), "status": "interrupted", "error": error, "finished_at": now_iso()}
 
 
 def _payload(cell: Cell, resume: bool, reevaluate: bool = False) -> dict[str, Any]:
@@ -326,9 +459,11 @@ def run_grid(
 ) -> GridSummary:
     """Run every cell of ``grid`` not already finished; returns what happened.
 
-    ``launcher='local'`` with ``jobs=1`` runs the cells here, one after another (with a progress
-    bar per epoch); otherwise cells go to ``fusionbench.launchers`` (``local`` processes, ``slurm``,
-    ``ray``), at most ``jobs`` at once on this machine.
+    ``launcher='local'`` with ``jobs=1`` runs the cells one after another, each in a fresh process
+    of its own (``execute_cell_in_own_process``), with a progress bar per epoch; otherwise cells go
+    to ``fusionbench.launchers`` (``local`` processes, ``slurm``, ``ray``), at most ``jobs`` at once
+    on this machine. As in any ``multiprocessing`` program, a script that calls this guards its
+    top level with ``if __name__ == "__main__":`` (the cell's process imports the main module).
     """
     console = console or Console(stderr=True)
     quiet_known_noise()
@@ -376,11 +511,13 @@ def run_grid(
                     total=1 if again else int(cell.config.trainer.max_epochs),
                 )
                 try:
-                    record = execute_cell(
+                    record = execute_cell_in_own_process(
                         cell,
                         resume=cell.name in resume,
-                        callbacks=[EpochProgress(bar, epochs)],
                         reevaluate=again,
+                        on_epoch=lambda done, total, task=epochs: bar.update(
+                            task, completed=done, total=total
+                        ),
                     )
                 except (KeyboardInterrupt, SystemExit):
                     rec = {**_base_record(cell, action), "status": "interrupted", "finished_at": now_iso()}

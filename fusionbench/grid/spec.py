@@ -97,6 +97,9 @@ def _hashed(cfg: DictConfig) -> dict:
         # a run without self-critical training never reads the section: hashes stay those of
         # configs written before it existed, so finished cells are not retrained
         data.pop("scst", None)
+    trainer = data.get("trainer") or {}
+    if (trainer.get("early_stopping") or {}).get("patience") is None:
+        trainer.pop("early_stopping", None)  # off: the same training as before the option existed
     return data
 
 

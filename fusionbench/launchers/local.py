@@ -14,13 +14,16 @@ from fusionbench.launchers.base import WorkerDied
 
 
 class ProcessLauncher:
-    """A spawn-context process pool; each worker gets ``cpu_count // N`` torch threads."""
+    """A spawn-context process pool; each worker gets ``cpu_count // N`` torch threads and runs one
+    cell only (a fresh process per cell: its peak memory is the cell's own)."""
 
     def __init__(self, worker: Callable[[dict[str, Any]], dict[str, Any]], jobs: int) -> None:
         self.worker = worker
         self.parallel = max(1, jobs)
         self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
-        self.pool = ProcessPoolExecutor(max_workers=self.parallel, mp_context=get_context("spawn"))
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.parallel, mp_context=get_context("spawn"), max_tasks_per_child=1
+        )
 
     def submit(self, payload: dict[str, Any]) -> Future:
         return self.pool.submit(self.worker, {**payload, "threads": self.threads})

@@ -41,7 +41,8 @@ class RayLauncher:
             else:
                 kwargs["num_cpus"] = max(1, jobs) * max(1.0, config.cpus_per_cell)
             ray.init(**kwargs)
-        self.task = ray.remote(worker).options(
+        # max_calls=1: a fresh worker process per cell, so its peak memory is the cell's own
+        self.task = ray.remote(max_calls=1)(worker).options(
             num_cpus=config.cpus_per_cell, num_gpus=config.gpus_per_cell, max_retries=0
         )
         self.threads = max(1, int(config.cpus_per_cell))

@@ -51,7 +51,8 @@ def seed_warning(method: Method) -> str | None:
         return (
             "One seed per configuration: differences between configurations cannot be separated from "
             "training noise, so there are no significance marks and no winners, and the intervals cover "
-            "test-image sampling only. Run the grid with several seeds (`--seeds 0 1 2`) to compare."
+            "test-image sampling only. Indicative only (a first look, not a verdict): run the grid with "
+            "several seeds (`--seeds 0 1 2`) to compare."
         )
     if method.mixed_seeds:
         return (
