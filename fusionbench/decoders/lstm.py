@@ -6,6 +6,13 @@ embedding into the LSTM; the output combines the hidden state and the context ("
 The doubly stochastic regulariser ``lambda * sum_i (1 - sum_t alpha_ti)^2`` is optional
 (``attention_reg``). Without a memory the same decoder is a plain LSTM language model (late
 fusion) or consumes a visual prefix before the words (early fusion, Vinyals et al. 2015).
+
+Under early fusion the prefix is by default also given with every word (``prefix_every_step``:
+the mean prefix concatenated to each input, Tanti et al. 2018 "par-inject", Donahue et al. 2015
+LRCN). With the prefix only before the words (pre-inject, ``prefix_every_step: false``) the image
+reaches word t only through t + 1 steps of the cell state; from a scratch encoder at the default
+budget that path collapses onto one caption for every image (docs/early_fusion_collapse.md). A
+Transformer decoder needs no such option: its prefix stays in view at every position.
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ class AdditiveAttention(nn.Module):
         return torch.bmm(alpha.unsqueeze(1), memory).squeeze(1), alpha
 
 
+def _mean_prefix(ctx: FusedContext) -> Tensor:
+    """``[B, D]`` mean of the real prefix tokens (the pooled prefix itself when it is one token)."""
+    prefix = ctx.prefix
+    if ctx.prefix_mask is None:
+        return prefix.mean(dim=1)
+    keep = ctx.prefix_mask.unsqueeze(-1).to(prefix.dtype)
+    return (prefix * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+
+
 @DECODERS.register("lstm")
 class LSTMDecoder(Decoder):
     """LSTM decoder; Show, Attend and Tell soft attention under attention fusion."""
@@ -47,13 +63,15 @@ class LSTMDecoder(Decoder):
         dropout: Fraction = 0.1
         attention_dim: PositiveInt = 256
         attention_reg: NonNegativeFloat = 0.0  # lambda of the doubly stochastic regulariser
+        prefix_every_step: bool = True  # early fusion: the mean prefix also enters with every word
 
     def __init__(self, config: Config, *, d_model: int, tokenizer, fusion) -> None:
         super().__init__(config, d_model=d_model, tokenizer=tokenizer, fusion=fusion)
         check_config(config, "model.decoder")
         d = d_model
         self.embed = nn.Embedding(len(tokenizer), d, padding_idx=tokenizer.pad_id)
-        in_dim = 2 * d if self.uses_memory else d
+        self.par_inject = self.uses_prefix and config.prefix_every_step
+        in_dim = 2 * d if (self.uses_memory or self.par_inject) else d
         self.cells = nn.ModuleList(nn.LSTMCell(in_dim if i == 0 else d, d) for i in range(config.num_layers))
         self.drop = nn.Dropout(config.dropout)
         if self.uses_memory:
@@ -91,6 +109,8 @@ class LSTMDecoder(Decoder):
         if self.uses_memory:
             context, alpha = self.attention(state["mem_proj"], ctx.memory, ctx.memory_mask, h[:, -1])
             x = torch.cat([x, torch.sigmoid(self.beta(h[:, -1])) * context], dim=-1)
+        elif self.par_inject:
+            x = torch.cat([x, _mean_prefix(ctx)], dim=-1)
         hs, cs = [], []
         for i, cell in enumerate(self.cells):
             hi, ci = cell(x, (h[:, i], c[:, i]))

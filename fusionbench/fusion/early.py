@@ -4,6 +4,9 @@ Tanti et al. (2018) "pre-inject": projected visual information is placed before 
 as prefix embeddings, and the decoder processes it like words (Vinyals et al. 2015 "Show and Tell"
 feed the image vector as the first input). ``prefix: pooled`` gives one prefix token,
 ``prefix: tokens`` every visual token (as in prefix-LM captioners such as ClipCap).
+The LSTM decoder also takes the mean prefix with every word by default (par-inject,
+``model.decoder.prefix_every_step``): pre-inject alone collapses onto one caption at the default
+budget, see docs/early_fusion_collapse.md.
 """
 
 from __future__ import annotations
