@@ -263,6 +263,44 @@ def test_meteor_jvm_is_reused_and_restarted_when_dead():
     assert third.per_image == first.per_image
 
 
+def _score_in_child(preds, refs, out) -> None:
+    """A grid cell's process: scores, and reports whether it booted a METEOR JVM of its own."""
+    from fusionbench.metrics import coco as child_coco
+
+    result = child_coco.score_captions(preds, refs, spice=False)
+    out.put((result.corpus, result.per_image, child_coco.meteor_process() is not None))
+
+
+def test_grid_cells_score_meteor_on_the_grids_one_jvm_and_get_the_same_scores():
+    """A grid serves its JVM to the cells' processes (each cell runs in a fresh process): they boot
+    none of their own and get exactly the scores an in-process run gets; without the service, or
+    when it is gone, a process scores on its own JVM, as a single run does."""
+    preds = {1: "a man rides a horse", 2: "a café with tables"}
+    here = score_captions(preds, TRICKY_REFS, spice=False)
+    ctx = multiprocessing.get_context("spawn")
+    with coco.serve_meteor() as address:
+        assert os.environ[coco.meteor_service.ADDRESS_ENV] == address
+        out = ctx.Queue()
+        child = ctx.Process(target=_score_in_child, args=(preds, TRICKY_REFS, out))
+        child.start()
+        corpus, per_image, booted = out.get(timeout=120)
+        child.join(30)
+    assert not booted  # the grid's JVM answered
+    assert corpus == here.corpus and per_image == here.per_image
+    assert coco.meteor_service.ADDRESS_ENV not in os.environ  # the service ended with the block
+
+    os.environ[coco.meteor_service.ADDRESS_ENV] = address  # a service that has gone away
+    os.environ[coco.meteor_service.KEY_ENV] = "00" * 32
+    try:
+        assert coco.meteor_service.available()
+        again = score_captions(preds, TRICKY_REFS, spice=False)  # scored on this process's JVM
+        assert not coco.meteor_service.available()  # not asked again
+    finally:
+        os.environ.pop(coco.meteor_service.ADDRESS_ENV)
+        os.environ.pop(coco.meteor_service.KEY_ENV)
+    assert again.corpus == here.corpus and again.per_image == here.per_image
+
+
 # ---------------------------------------------------------------------------------------------
 # CaptionMetric
 # ---------------------------------------------------------------------------------------------

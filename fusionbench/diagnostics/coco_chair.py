@@ -3,10 +3,10 @@
 Rohrbach et al.'s ``utils/chair.py`` maps every word of a caption (singularised, with a few
 two-word names such as "hot dog" and "teddy bear" read as one) through a synonym list to a COCO
 category, and counts a mention as hallucinated when the category is not among the image's
-instance annotations (``instances_val2014.json``). ``SYNONYMS`` below follows the categories of
-their ``data/synonyms.txt`` with its most frequent synonyms (the full list is not vendored);
-plurals are read by stripping a final "s"/"es". Their rules for "baby"/"adult" animals and
-"passenger" vehicles are kept. Without instance annotations (``data.instances`` unset) the
+instance annotations (``instances_val2014.json``). ``SYNONYMS`` is their ``data/synonyms.txt``
+(``coco_synonyms.txt`` here); plurals are read by stripping a final "s"/"es" (they singularise
+with ``pattern.en``). Their rules for "baby"/"adult" animals, "passenger" vehicles, "bow tie" and
+"toilet seat" are kept. Without instance annotations (``data.instances`` unset) the
 diagnostic is reported unavailable with the reason.
 """
 
@@ -21,112 +21,31 @@ from fusionbench.diagnostics.chair import chair_scores
 from fusionbench.errors import DataError
 from fusionbench.text.words import normalize_caption
 
+#: Rohrbach et al.'s synonym list (``coco_synonyms.txt``, their ``data/synonyms.txt``).
+SYNONYMS_FILE = Path(__file__).with_name("coco_synonyms.txt")
+
+
+def _read_synonyms(path: Path) -> dict[str, tuple[str, ...]]:
+    """``{category: (its name, synonyms...)}``: one line per category, its name first."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            words = tuple(dict.fromkeys(w.strip().lower() for w in line.split(",") if w.strip()))
+            out[words[0]] = words
+    return out
+
+
 #: category: synonyms (the category's own name first).
-SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": (
-        "person",
-        "man",
-        "woman",
-        "boy",
-        "girl",
-        "child",
-        "kid",
-        "people",
-        "men",
-        "women",
-        "player",
-        "lady",
-        "guy",
-        "baby",
-        "adult",
-        "rider",
-        "skier",
-        "surfer",
-        "skateboarder",
-        "snowboarder",
-    ),
-    "bicycle": ("bicycle", "bike", "cycle"),
-    "car": ("car", "automobile", "van", "taxi", "suv"),
-    "motorcycle": ("motorcycle", "motor bike", "motor cycle", "scooter", "motorbike"),
-    "airplane": ("airplane", "jet", "plane", "air plane", "aircraft", "airliner"),
-    "bus": ("bus", "trolley"),
-    "train": ("train", "locomotive", "tram"),
-    "truck": ("truck", "pickup"),
-    "boat": ("boat", "ship", "kayak", "canoe", "sailboat", "yacht"),
-    "traffic light": ("traffic light", "traffic signal", "stop light", "street light"),
-    "fire hydrant": ("fire hydrant", "hydrant"),
-    "stop sign": ("stop sign",),
-    "parking meter": ("parking meter", "meter"),
-    "bench": ("bench",),
-    "bird": ("bird", "duck", "pigeon", "seagull"),
-    "cat": ("cat", "kitten", "kitty"),
-    "dog": ("dog", "puppy", "pup"),
-    "horse": ("horse", "pony"),
-    "sheep": ("sheep", "lamb"),
-    "cow": ("cow", "cattle", "bull", "calf"),
-    "elephant": ("elephant",),
-    "bear": ("bear",),
-    "zebra": ("zebra",),
-    "giraffe": ("giraffe",),
-    "backpack": ("backpack",),
-    "umbrella": ("umbrella", "parasol"),
-    "handbag": ("handbag", "purse"),
-    "tie": ("tie", "necktie", "bow tie"),
-    "suitcase": ("suitcase", "suit case", "luggage"),
-    "frisbee": ("frisbee",),
-    "skis": ("skis", "ski"),
-    "snowboard": ("snowboard",),
-    "sports ball": ("sports ball", "ball", "football", "baseball", "soccer"),
-    "kite": ("kite",),
-    "baseball bat": ("baseball bat", "bat"),
-    "baseball glove": ("baseball glove", "glove", "mitt"),
-    "skateboard": ("skateboard", "board"),
-    "surfboard": ("surfboard",),
-    "tennis racket": ("tennis racket", "racket"),
-    "bottle": ("bottle",),
-    "wine glass": ("wine glass",),
-    "cup": ("cup", "mug"),
-    "fork": ("fork",),
-    "knife": ("knife",),
-    "spoon": ("spoon",),
-    "bowl": ("bowl",),
-    "banana": ("banana",),
-    "apple": ("apple",),
-    "sandwich": ("sandwich", "burger", "sub"),
-    "orange": ("orange",),
-    "broccoli": ("broccoli",),
-    "carrot": ("carrot",),
-    "hot dog": ("hot dog",),
-    "pizza": ("pizza",),
-    "donut": ("donut", "doughnut"),
-    "cake": ("cake", "cupcake"),
-    "chair": ("chair", "seat", "stool"),
-    "couch": ("couch", "sofa"),
-    "potted plant": ("potted plant", "plant", "houseplant"),
-    "bed": ("bed",),
-    "dining table": ("dining table", "table", "desk"),
-    "toilet": ("toilet",),
-    "tv": ("tv", "television", "monitor"),
-    "laptop": ("laptop", "laptop computer", "computer"),
-    "mouse": ("mouse",),
-    "remote": ("remote", "controller"),
-    "keyboard": ("keyboard",),
-    "cell phone": ("cell phone", "phone", "mobile phone", "cellphone", "smartphone"),
-    "microwave": ("microwave",),
-    "oven": ("oven", "stove"),
-    "toaster": ("toaster",),
-    "sink": ("sink",),
-    "refrigerator": ("refrigerator", "fridge"),
-    "book": ("book", "novel"),
-    "clock": ("clock",),
-    "vase": ("vase",),
-    "scissors": ("scissors",),
-    "teddy bear": ("teddy bear", "teddy"),
-    "hair drier": ("hair drier", "hairdryer", "hair dryer"),
-    "toothbrush": ("toothbrush",),
-}
+SYNONYMS: dict[str, tuple[str, ...]] = _read_synonyms(SYNONYMS_FILE)
 CATEGORY_OF: dict[str, str] = {w: cat for cat, words in SYNONYMS.items() for w in words}
-_QUALIFIERS = {"baby", "adult", "passenger"}  # "baby bird" is a bird, not a person (Rohrbach et al.)
+CATEGORY_OF["bow tie"] = "tie"  # their two-word rules: a bow tie is a tie, a toilet seat a toilet
+CATEGORY_OF["toilet seat"] = "toilet"
+#: Their qualifier rules: "baby bird" is a bird and "passenger jet" a jet, not a person as well.
+_QUALIFIED = {
+    **{q: {"bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub"}
+       for q in ("baby", "adult")},
+    "passenger": {"jet", "train"},
+}  # fmt: skip
 
 
 def _singular(word: str) -> str:
@@ -141,6 +60,8 @@ def _singular(word: str) -> str:
 def coco_mentions(caption: str) -> list[str]:
     """The COCO categories ``caption`` mentions, one per mention (two-word names first)."""
     words = [_singular(w) for w in normalize_caption(caption)]
+    if "toilet" in words and "seat" in words:  # "the seat of the toilet" names no chair
+        words = [w for w in words if w != "seat"]
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -149,7 +70,7 @@ def coco_mentions(caption: str) -> list[str]:
             out.append(CATEGORY_OF[two])
             i += 2
             continue
-        if words[i] in _QUALIFIERS and i + 1 < len(words) and words[i + 1] in CATEGORY_OF:
+        if i + 1 < len(words) and words[i + 1] in _QUALIFIED.get(words[i], ()):
             i += 1  # the qualifier is not an object of its own
             continue
         if words[i] in CATEGORY_OF:

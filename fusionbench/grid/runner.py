@@ -17,6 +17,7 @@ half-written: every file is written atomically) and stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ from rich.progress import (
 from fusionbench.grid import Cell, Grid
 from fusionbench.grid.spec import config_hash, training_hash
 from fusionbench.logs import log_to_file, quiet_known_noise
+from fusionbench.metrics.coco import serve_meteor, start_meteor
 from fusionbench.naming import components
 from fusionbench.results import ResultsStore, git_commit, now_iso
 
@@ -479,7 +481,12 @@ def run_grid(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+    # One METEOR JVM, in this process, for every cell's process (fusionbench.metrics.meteor_service);
+    # it boots while the first cell trains.
+    meteor = serve_meteor() if todo else contextlib.nullcontext()
+    with meteor, Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        if todo:
+            start_meteor(warm=True)
         overall = bar.add_task(
             _describe(summary, len(grid.cells), reevaluate), total=len(grid.cells), completed=len(skipped)
         )

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusionbench.errors import MetricUnavailableError, ScoreInputError
-from fusionbench.metrics import fast
+from fusionbench.metrics import fast, meteor_service
 from fusionbench.metrics.keys import METRIC_KEYS
 from fusionbench.metrics.ptb import (
     LINE_BREAKS,
@@ -308,7 +308,22 @@ def _meteor_exchange(meteor, gts: dict, res: dict) -> tuple[float, list[float]]:
 
 
 def _meteor_score(gts: dict, res: dict, *, reference: bool = False) -> tuple[float, list[float]]:
-    """METEOR on the shared JVM; one retry on a fresh JVM if it died.
+    """METEOR from the grid's service when this process is a grid cell (``meteor_service``), else
+    on this process's shared JVM."""
+    served = meteor_service.ask(gts, res, reference=reference)
+    if served is not None:
+        return served
+    return _local_meteor_score(gts, res, reference=reference)
+
+
+def serve_meteor():
+    """A context manager: this process's JVM answers the METEOR requests of its child processes
+    (the cells of a grid) until the block ends; see ``fusionbench.metrics.meteor_service``."""
+    return meteor_service.serve(_local_meteor_score)
+
+
+def _local_meteor_score(gts: dict, res: dict, *, reference: bool = False) -> tuple[float, list[float]]:
+    """METEOR on this process's shared JVM; one retry on a fresh JVM if it died.
 
     ``reference=True`` uses pycocoevalcap's own ``Meteor.compute_score`` (one round trip per image).
     """
@@ -372,6 +387,8 @@ def start_meteor(warm: bool = False) -> threading.Thread | None:
                         raise
 
     if _meteor_alive(_METEOR) and (not warm or getattr(_METEOR, "_fusionbench_warm", False)):
+        return None
+    if meteor_service.available():  # a grid cell: the grid's JVM answers, none is booted here
         return None
     thread = threading.Thread(target=run, name="fusionbench-meteor-start", daemon=True)
     thread.start()
