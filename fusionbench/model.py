@@ -106,6 +106,21 @@ class CaptioningModel(nn.Module):
             pad_id=tok.pad_id,
         )
 
+    @torch.no_grad()
+    def generate_with_attention(
+        self, images: Tensor, boxes: list[Tensor] | None = None, decoding: DecodingConfig | None = None
+    ) -> tuple[Tensor, Tensor | None, VisualFeatures]:
+        """``generate``'s ids ``[B, L]``, the decoder's attention over the visual tokens at each of
+        those steps ``[B, L, N]`` (None without attention fusion) and the visual features.
+
+        The attention comes from one teacher-forced pass over the generated caption, which equals
+        the decoding steps' (the decoders' ``forward`` and ``step`` agree) for any search."""
+        ids = self.generate(images, boxes, decoding)
+        bos = torch.full((ids.shape[0], 1), self.tokenizer.bos_id, dtype=ids.dtype, device=ids.device)
+        vis = self.encode(images, boxes)
+        _, extras = self.decoder(torch.cat([bos, ids[:, :-1]], dim=1), self.fusion.prepare(vis))
+        return ids, extras.get("attention"), vis
+
     def caption(
         self, images: Tensor, boxes: list[Tensor] | None = None, decoding: DecodingConfig | None = None
     ) -> list[str]:

@@ -298,3 +298,18 @@ def test_score_diagnostics_checks_any_systems_captions_against_exported_scenes_w
     assert out["chair"]["CHAIR_s"] == 1.0 and out["facts"]["relations"]["precision"] == 0.0
     assert all("blue star" in f["hallucinated"] for f in out["failures"].values())
     assert out["novel_pairs"]["mentions"] == 12
+
+
+@pytest.mark.parametrize("dataset", ["coco", "coco_karpathy"])
+def test_coco_instances_for_chair_are_a_checked_config_key(dataset, tmp_path):
+    from fusionbench.config import load_config
+    from fusionbench.errors import ConfigError
+
+    smoke = Path(__file__).parent.parent / "experiments" / "smoke.yaml"
+    with pytest.raises(
+        ConfigError, match=r"data\.instances=.*missing\.json.* is not a file.*instances_val2014"
+    ):
+        load_config(smoke, [f"data.name={dataset}", f"data.instances={tmp_path / 'missing.json'}"])
+    (tmp_path / "instances.json").write_text("{}")
+    cfg = load_config(smoke, [f"data.name={dataset}", f"data.instances={tmp_path / 'instances.json'}"])
+    assert cfg.data.instances == str(tmp_path / "instances.json")

@@ -70,6 +70,17 @@ def split_order_key(image_id: int) -> str:
     return hashlib.sha256(str(int(image_id)).encode()).hexdigest()
 
 
+def check_instances(key: str, path: str | None) -> None:
+    """``data.instances``, when given, must be a file: the COCO instance annotations that CHAIR
+    (``fusionbench.diagnostics.coco_chair``) reads the objects of each image from."""
+    if path is not None and not Path(str(path)).expanduser().is_file():
+        raise ConfigError(
+            f"{full_key(key, 'instances')}={str(path)!r} is not a file. Point it at COCO's "
+            "instances_val2014.json (annotations_trainval2014.zip) for CHAIR, or remove the key: "
+            "without it CHAIR is reported unavailable."
+        )
+
+
 @DATASETS.register("coco")
 class CocoDataset(ImageFileDataset):
     """COCO Captions from the official annotation files; val/test drawn from val2014, official ids.
@@ -100,11 +111,13 @@ class CocoDataset(ImageFileDataset):
         num_val: PositiveInt = 5000  # val2014 images (hash order) used for validation
         num_test: Annotated[int, Range(ge=1, also=(-1,), note="-1 = every remaining val2014 image")] = 5000
         restval: Restval = "train"  # the other val2014 images: train (fold in) or drop
+        instances: str | None = None  # instances_val2014.json: objects for CHAIR (fusionbench.diagnostics)
 
         def check(self, key: str) -> None:
             for name in ("train_annotations", "val_annotations", "train_images", "val_images"):
                 if not str(getattr(self, name)).strip():
                     raise ConfigError(f"{full_key(key, name)} is empty: {CocoDataset._hint()}")
+            check_instances(key, self.instances)
 
     @staticmethod
     def _hint() -> str:

@@ -49,6 +49,7 @@ from fusionbench.data.base import (
     shape_error,
     type_name,
 )
+from fusionbench.data.coco import check_instances
 from fusionbench.errors import ConfigError
 from fusionbench.registry import DATASETS
 
@@ -228,6 +229,16 @@ class CocoKarpathy(KarpathyDataset):
     """
 
     dataset_name = "coco_karpathy"
+
+    @dataclass
+    class Config(KarpathyDataset.Config):
+        """Options of ``data`` when ``data.name: coco_karpathy``."""
+
+        instances: str | None = None  # instances_val2014.json: objects for CHAIR (fusionbench.diagnostics)
+
+        def check(self, key: str) -> None:
+            super().check(key)
+            check_instances(key, self.instances)
 
 
 @DATASETS.register("flickr8k")

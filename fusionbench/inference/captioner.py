@@ -157,12 +157,7 @@ class Captioner:
         tok = self.tokenizer
         out: list[AttentionCaption | None] = [None] * len(items)
         for chunk, x, bx in self._batches(items, boxes, batch_size):
-            ids = self.model.generate(x, bx, decoding)  # [B, L]
-            bos = torch.full((ids.shape[0], 1), tok.bos_id, dtype=ids.dtype, device=ids.device)
-            inputs = torch.cat([bos, ids[:, :-1]], dim=1)
-            vis = self.model.encode(x, bx)
-            _, extras = self.model.decoder(inputs, self.model.fusion.prepare(vis))
-            att = extras.get("attention")
+            ids, att, vis = self.model.generate_with_attention(x, bx, decoding)  # [B, L], [B, L, N]
             vis_boxes = vis.boxes  # region tokens have boxes, grid tokens none
             height, width = x.shape[-2:]
             for row, i in enumerate(chunk):

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fusionbench.decoding import DecodingConfig
+
 MIN_SIDE = 128  # small images (shapes is 64x64) are enlarged so W&B's panels show them legibly
 
 
@@ -118,26 +120,15 @@ def attention_captions(
     try:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
         box_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in boxes] if boxes else None
-        vis = model.encode(x, box_t)
-        ctx = model.fusion.prepare(vis)
+        greedy = DecodingConfig(beam_size=1, max_len=max_len)
+        ids_t, att, vis = model.generate_with_attention(x, box_t, greedy)
+        if att is None:
+            return None
         tok = model.tokenizer
-        state = model.start(ctx)
-        last = torch.full((x.shape[0],), tok.bos_id, dtype=torch.long, device=device)
-        steps_ids, steps_att = [], []
-        for _ in range(max_len):
-            logp, state = model.step_logprobs(last, state, ctx)
-            att = state.get("attention") if isinstance(state, dict) else None
-            if att is None:
-                return None
-            last = logp.argmax(-1)
-            steps_ids.append(last.cpu())
-            steps_att.append(att.float().cpu())
-            if bool((last == tok.eos_id).all()):
-                break
     finally:
         model.train(was_training)
-    ids = torch.stack(steps_ids, 1).numpy()  # [B, T]
-    atts = torch.stack(steps_att, 1).numpy()  # [B, T, N]
+    ids = ids_t.cpu().numpy()  # [B, T]
+    atts = att.float().cpu().numpy()  # [B, T, N]
     token_boxes = vis.boxes.cpu().numpy() if getattr(vis, "boxes", None) is not None else None
     out = []
     height, width = images.shape[1:3]
