@@ -44,15 +44,18 @@ def stale_message(csv_path: Path, cell: str, produced: float) -> str | None:
 
 @pytest.fixture(scope="module")
 def rerun(tmp_path_factory):
-    """The cheapest committed cell, trained again from the default grid for its full budget."""
-    from fusionbench.experiment import run_experiment
+    """The cheapest committed cell, trained again from the default grid for its full budget.
+
+    As ``fusionbench run`` in a fresh process, as the grid runs each cell: this test process's
+    state (e.g. torch's thread count, which other test modules lower) must not change the numbers."""
     from fusionbench.grid import load_grid
+    from fusionbench.grid.runner import execute_in_subprocess
 
     row = cheapest_cell(COMMITTED)
     out = tmp_path_factory.mktemp("committed")
     grid = load_grid(GRID, [f"output_dir={out}", "logger.wandb.mode=disabled"])
     (cell,) = [c for c in grid.cells if c.name == row["cell"]]
-    metrics = run_experiment(cell.config, progress=False)
+    metrics = execute_in_subprocess(cell, resume=False)
     return row["cell"], float(metrics["test"]["CIDEr"])
 
 

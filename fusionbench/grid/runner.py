@@ -105,7 +105,7 @@ def needs_own_process(cfg) -> bool:
     return text.isdigit() and int(text) > 1
 
 
-def _execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
+def execute_in_subprocess(cell: Cell, resume: bool) -> dict[str, Any]:
     """Run a multi-process cell as its own ``fusionbench run`` command; its metrics.json is the result."""
     import subprocess
     import sys
@@ -162,7 +162,7 @@ def execute_cell(
                 own = needs_own_process(cell.config)
                 metrics = reevaluate_run(cell.config, single_process=own, callbacks=callbacks)
             elif needs_own_process(cell.config):
-                metrics = _execute_in_subprocess(cell, resume)
+                metrics = execute_in_subprocess(cell, resume)
             else:
                 metrics = run_experiment(cell.config, progress=False, resume=resume, callbacks=callbacks)
         record.update(status="completed", metrics={k: metrics[k] for k in SUMMARY_KEYS if k in metrics})
