@@ -44,7 +44,7 @@ from fusionbench.module import CaptionModule
 from fusionbench.naming import components
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
-from fusionbench.resume import RandomStates
+from fusionbench.resume import RandomStates, best_checkpoint
 from fusionbench.scst.phase import ScstPhase, final_checkpoint
 
 SCALE_NOTE = (
@@ -383,15 +383,7 @@ def _run_experiment(
     scst = ScstPhase.prepare(cfg, dataset, model, run_dir, resume=resume, writer=writer)  # None: no SCST
 
     tc = cfg.trainer
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/CIDEr",
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        enable_version_counter=False,
-    )
+    checkpoint = best_checkpoint(run_dir / "checkpoints")
     last = run_dir / "checkpoints" / "last.ckpt"
     if not resume and writer:
         for stale in (last, run_dir / "checkpoints" / "best.ckpt"):

@@ -64,3 +64,17 @@ class RandomStates(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         restore_random_states(state_dict)
+
+
+def best_checkpoint(dirpath) -> pl.callbacks.ModelCheckpoint:
+    """``best.ckpt`` (the best validation CIDEr-D) and ``last.ckpt`` (what a resume continues from)
+    in ``dirpath``: the checkpoints of a training phase (cross-entropy, SCST)."""
+    return pl.callbacks.ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best",
+        monitor="val/CIDEr",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fusionbench.errors import FusionbenchError
 from fusionbench.io import atomic_write_json
-from fusionbench.resume import RandomStates
+from fusionbench.resume import RandomStates, best_checkpoint
 from fusionbench.scst.module import ScstModule, scst_settings
 from fusionbench.scst.reward import CiderReward
 
@@ -182,15 +182,7 @@ class ScstPhase:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         datamodule.train_generator.manual_seed(int(cfg.seed))
         scst = ScstModule(module.model, cfg, references, module.eval_splits, self.reward)
-        checkpoint = pl.callbacks.ModelCheckpoint(
-            dirpath=self.last.parent,
-            filename="best",
-            monitor="val/CIDEr",
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-            enable_version_counter=False,
-        )
+        checkpoint = best_checkpoint(self.last.parent)
         extra: list[pl.Callback] = [checkpoint, RandomStates(), *callbacks]
         if s.patience:
             extra.append(pl.callbacks.EarlyStopping(monitor="val/CIDEr", mode="max", patience=s.patience))
