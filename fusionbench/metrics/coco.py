@@ -158,6 +158,30 @@ def check_java(timeout: float = 20.0) -> int:
 
 _METEOR = None  # pycocoevalcap.meteor.meteor.Meteor, created lazily
 _METEOR_LOCK = threading.Lock()
+# Added to pycocoevalcap's METEOR command: the throughput ("parallel") garbage collector. METEOR's
+# start-up is loading its paraphrase table, an allocation burst on which Java's default G1 spends
+# concurrent threads that compete with the scorer's other work on a small machine; on 2 cores the
+# first answer comes ~0.5 s sooner (median of 3: 4.3 s vs 4.8 s). Scores do not depend on the collector.
+METEOR_JVM_OPTIONS: tuple[str, ...] = ("-XX:+UseParallelGC",)
+
+
+def _launch_meteor(meteor_cls: type, jar: str):
+    """A ``pycocoevalcap`` ``Meteor`` whose JVM runs its own command (``jar`` and arguments) plus
+    ``METEOR_JVM_OPTIONS``; ``Meteor.__init__`` would start the JVM with a fixed command."""
+    meteor = meteor_cls.__new__(meteor_cls)
+    meteor.meteor_cmd = [
+        "java", *METEOR_JVM_OPTIONS, "-jar", "-Xmx2G", os.path.basename(jar),
+        "-", "-", "-stdio", "-l", "en", "-norm",
+    ]  # fmt: skip
+    meteor.meteor_p = subprocess.Popen(
+        meteor.meteor_cmd,
+        cwd=os.path.dirname(jar),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    meteor.lock = threading.Lock()
+    return meteor
 
 
 def _meteor_alive(meteor) -> bool:
@@ -196,7 +220,7 @@ def _get_meteor():
         raise MetricUnavailableError(
             f"METEOR jar not found at {jar}. Reinstall pycocoevalcap (`pip install --force-reinstall pycocoevalcap`)."
         )
-    _METEOR = Meteor()
+    _METEOR = _launch_meteor(Meteor, jar)
     atexit.unregister(close_meteor)  # registered once, when a JVM first exists (not at import)
     atexit.register(close_meteor)
     return _METEOR
