@@ -148,7 +148,7 @@ def speed(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = [_speed_cell(name, overrides, args) for name, overrides in CELLS.items()]
+    rows = [_speed_cell(name, CELLS[name], args) for name in args.cells]
     return {"rows": rows, "targets": {"ratio_max": 3.0, "reward_share_max": 0.20}}
 
 
@@ -157,7 +157,8 @@ def quality(args) -> dict:
     from fusionbench.experiment import run_experiment
 
     rows = []
-    for name, overrides in CELLS.items():
+    for name in args.cells:
+        overrides = CELLS[name]
         for seed in args.seeds:
             cfg = load_config(
                 args.config,
@@ -178,7 +179,7 @@ def quality(args) -> dict:
                 row.update({f"{split}_xe": xe, f"{split}_scst": sc, f"{split}_gain": sc - xe})
             rows.append(row)
     summary = []
-    for name in CELLS:
+    for name in args.cells:
         mine = [r for r in rows if r["cell"] == name]
         entry = {"cell": name, "seeds": len(mine)}
         for split in ("test", "test_novel"):
@@ -212,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="full runs: XE vs XE+SCST test CIDEr-D")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        choices=list(CELLS),
+        default=list(CELLS),
+        help="which cells (default both; the smoke cell's quality is also experiments/scst.yaml's "
+        "attention xe+scst cells, the same configuration)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "scst-bench")
     parser.add_argument("--override", nargs="*", default=[], help="extra config overrides (quality runs)")
     parser.add_argument("--name", default=None, help="result file name (default scst_speed / scst_quality)")
