@@ -166,17 +166,12 @@ class RegionEncoder(Encoder):
         self.detector: nn.Module | None = None
         self.detector_meta: dict = {}
         if config.box_source == "detector":
-            if saved_detector is not None:
-                self.detector, self.detector_meta = (
-                    _detector_from_settings(saved_detector),
-                    dict(saved_detector),
-                )
-            else:
-                from fusionbench.detection import load_detector
-
-                self.detector, self.detector_meta = load_detector(
-                    config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
-                )
+            # Built on a forked RNG too: its random initialisation (overwritten by its checkpoint's
+            # weights) would otherwise shift every later draw, so a detector-boxes run and a
+            # dataset-boxes run of the same seed start from the same trainable weights and see the
+            # same batches, and their difference is the boxes' alone (a paired comparison).
+            with torch.random.fork_rng(devices=[]):
+                self._build_detector(config, saved_detector)
             self.keep_frozen(self.detector)  # the detector is never trained here
 
     # -- checkpoints --------------------------------------------------------------------------------
@@ -199,6 +194,16 @@ class RegionEncoder(Encoder):
             saved_detector=state.get("detector"),
             **build_kwargs,
         )
+
+    def _build_detector(self, config: Config, saved: dict[str, Any] | None = None) -> None:
+        if saved is not None:
+            self.detector, self.detector_meta = _detector_from_settings(saved), dict(saved)
+        else:
+            from fusionbench.detection import load_detector
+
+            self.detector, self.detector_meta = load_detector(
+                config.detector_checkpoint, key=f"{KEY}.detector_checkpoint"
+            )
 
     def _build_backbone(self, config: Config, saved: dict[str, Any] | None = None) -> None:
         self.backbone = feature_map_backbone(
