@@ -368,3 +368,26 @@ def test_the_results_folder_records_the_leaderboard_setting(tmp_path):
     store.claim("g", Path("sweep.yaml"), leaderboard={"select_on": "test"})  # not part of ownership
     assert json.loads((store.folder / "grid.json").read_text())["leaderboard"] == {"select_on": "test"}
 
+
+def test_the_sweep_ranks_on_validation_over_three_families(capsys):
+    from fusionbench.cli import main
+
+    sweep_file = Path(__file__).parent.parent / "experiments" / "sweep.yaml"
+    sweep = load_grid(sweep_file)
+    assert sweep.leaderboard.on_val and len(sweep.cells) <= 20
+    families = {
+        (c.config.model.encoder.name, c.config.model.fusion.name, c.config.model.decoder.name)
+        for c in sweep.cells
+    }
+    assert families == {
+        ("cnn", "attention", "lstm"),
+        ("vit", "attention", "bert"),
+        ("regions", "attention", "transformer"),
+    }
+    assert {c.seed for c in sweep.cells} == {0}
+    assert all(
+        c.config.trainer.max_epochs == 4 and c.config.data.num_train == 1000 for c in sweep.cells
+    )  # smoke's
+    assert len({(float(c.config.optim.lr), int(c.config.loader.batch_size)) for c in sweep.cells}) > 1
+    assert main(["run", str(sweep_file), "--dry-run"]) == 0
+    assert "grid.leaderboard.select_on: val" in " ".join(capsys.readouterr().out.split())
