@@ -89,7 +89,12 @@ def _run_grid(args: argparse.Namespace) -> int:
     if args.leaderboard_dir and (summary.completed or summary.skipped):
         from fusionbench.leaderboard import build_leaderboard, print_leaderboard
 
-        board = build_leaderboard(grid.results_dir, out_dir=args.leaderboard_dir, command=_command_line())
+        board = build_leaderboard(
+            grid.results_dir,
+            out_dir=args.leaderboard_dir,
+            command=_command_line(),
+            select_on=grid.leaderboard.select_on,
+        )
         print_leaderboard(board, out)
         out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
     return 1 if summary.failed else 0
@@ -140,6 +145,8 @@ def grid_plan(grid: Grid, action: Callable[[Cell], str] | None = None) -> Render
     legend = [f"{h} = {k}" for h, k in zip(headers, keys) if h != k]
     legend.append(f"hash = the first {HASH_SHOWN} characters of the cell's config hash")
     parts: list[RenderableType] = [table, Text("columns: " + "; ".join(legend), style="dim")]
+    if grid.leaderboard.on_val:
+        parts.append(Text(VAL_SELECTION))
     if action is not None:
         by_action: dict[str, list[str]] = {}
         for cell in grid.cells:
@@ -150,6 +157,12 @@ def grid_plan(grid: Grid, action: Callable[[Cell], str] | None = None) -> Render
     return Group(*parts)
 
 
+VAL_SELECTION = (
+    "leaderboard: ranks configurations by validation CIDEr-D of each run's selected checkpoint "
+    "(grid.leaderboard.select_on: val); test scores are reported, not used to select"
+)
+
+
 def _command_line() -> str:
     return "fusionbench " + " ".join(sys.argv[1:])
 
@@ -157,6 +170,11 @@ def _command_line() -> str:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from fusionbench.leaderboard import build_leaderboard, print_leaderboard
 
+    select_on = None
+    if args.select_on is not None:
+        from fusionbench.leaderboard.selection import check_select_on
+
+        select_on = check_select_on(args.select_on, "--select-on")
     board = build_leaderboard(
         args.results,
         out_dir=args.out,
@@ -164,6 +182,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.boot_seed,
         command=_command_line(),
+        select_on=select_on,
     )
     print_leaderboard(board, out)
     out.print(f"leaderboard: {', '.join(str(p) for p in board.paths)}")
@@ -242,6 +261,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out.print(
             f"[green]OK[/green] {args.config} is a valid grid: {len(grid.cells)} cells, each a valid experiment."
         )
+        if grid.leaderboard.on_val:
+            out.print(VAL_SELECTION, highlight=False)
         return 0
 
     cfg = load_config(args.config, args.overrides)
@@ -539,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--boot-seed", type=int, default=0, help="seed of the bootstrap's numpy generator (default 0)"
+    )
+    p.add_argument(
+        "--select-on",
+        metavar="SPLIT",
+        help="rank on 'test' or 'val' (a sweep: the validation score of each run's selected checkpoint); "
+        "default: the grid's grid.leaderboard.select_on, recorded in the folder's grid.json, else test",
     )
     p.set_defaults(func=_cmd_leaderboard)
 

@@ -3,7 +3,8 @@
 Appends are one ``write`` of a complete line under an exclusive ``flock``, followed by ``fsync``,
 so two processes (``--jobs``, or two grid invocations) never interleave or half-write a record.
 Readers take the last record of each cell. ``grid.json`` beside it records which grid file owns
-the folder, so results of two different grids never mix.
+the folder, so results of two different grids never mix, and the grid's ``leaderboard`` settings
+(which split ranks it), so a leaderboard rebuilt from the folder later ranks as the grid said.
 
 A record names its cell, its ``status`` (``running``, ``completed``, ``failed``, ``interrupted``)
 and what the attempt did: ``action`` ``train`` (records written before the field existed are
@@ -55,8 +56,13 @@ class ResultsStore:
         self.folder = Path(folder)
         self.path = self.folder / "results.jsonl"
 
-    def claim(self, grid_name: str, source: Path, force: bool = False) -> None:
-        """Mark the folder as this grid's; a folder written by another grid file is an error."""
+    def claim(
+        self, grid_name: str, source: Path, force: bool = False, leaderboard: dict[str, Any] | None = None
+    ) -> None:
+        """Mark the folder as this grid's; a folder written by another grid file is an error.
+
+        ``leaderboard`` (the grid's ``grid.leaderboard`` settings, plain values) is recorded beside
+        the owner; it does not decide ownership."""
         self.folder.mkdir(parents=True, exist_ok=True)
         manifest = self.folder / "grid.json"
         mine = {"grid": grid_name, "source": source.name}
@@ -68,7 +74,8 @@ class ResultsStore:
                     f"'{theirs.get('source')}', not to '{source.name}'. Give this grid another `name:` "
                     f"(or output_dir=...), or pass --force to take the folder over."
                 )
-        atomic_write_json(manifest, {**mine, "updated_at": now_iso()})
+        extra = {"leaderboard": dict(leaderboard)} if leaderboard is not None else {}
+        atomic_write_json(manifest, {**mine, **extra, "updated_at": now_iso()})
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"

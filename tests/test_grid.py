@@ -314,3 +314,80 @@ def test_the_quick_variant_is_the_default_grid_with_one_seed_and_the_small_budge
     assert all(c.config.trainer.max_epochs == 4 for c in quick.cells)
     assert all(c.config.trainer.early_stopping.patience is None for c in quick.cells)
     assert quick.results_dir != default.results_dir  # its own results folder
+
+
+def test_grid_leaderboard_select_on_is_the_grids_own_setting(tmp_path):
+    """``grid.leaderboard.select_on`` is validated with the grid and changes no cell."""
+    axes = {"axes": {"model.fusion.name": ["late", "attention"]}}
+    plain = load_grid(write_grid(tmp_path, axes))
+    sweep = load_grid(write_grid(tmp_path, {**axes, "leaderboard": {"select_on": "val"}}))
+    assert plain.leaderboard.select_on == "test" and sweep.leaderboard.on_val
+    assert [c.hash for c in sweep.cells] == [c.hash for c in plain.cells]  # no cell config has it
+    assert "leaderboard" not in sweep.cells[0].config
+
+
+@pytest.mark.parametrize(
+    "leaderboard, pattern",
+    [
+        (
+            {"select_on": "vall"},
+            r"Invalid value 'vall' for grid.leaderboard.select_on. Did you mean 'val'\? Allowed values: test, val.",
+        ),
+        (
+            {"select_on": "train"},
+            r"Invalid value 'train' for grid.leaderboard.select_on.*Allowed values: test, val",
+        ),
+        ({"rank_on": "val"}, r"unknown key\(s\) grid.leaderboard.rank_on; valid: select_on"),
+        ("val", r"grid.leaderboard must be a mapping such as \{select_on: val\}"),
+        (None, r"`leaderboard:` belongs inside the `grid:` section"),  # written at the top level
+    ],
+)
+def test_bad_leaderboard_setting_fails_before_anything_trains(tmp_path, capsys, leaderboard, pattern):
+    from fusionbench.cli import main
+
+    grid = {"axes": {"model.fusion.name": ["late"]}}
+    if leaderboard is None:
+        path = write_grid(tmp_path, grid, leaderboard={"select_on": "val"})
+    else:
+        path = write_grid(tmp_path, {**grid, "leaderboard": leaderboard})
+    with pytest.raises(ConfigError, match=pattern):
+        load_grid(path)
+    for command in (["validate", str(path)], ["run", str(path)]):
+        assert main(command) == 2
+        assert "grid.leaderboard" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing ran, not even the results folder
+
+
+def test_the_results_folder_records_the_leaderboard_setting(tmp_path):
+    import json
+
+    store = ResultsStore(tmp_path / "runs" / "g")
+    store.claim("g", Path("sweep.yaml"), leaderboard={"select_on": "val"})
+    manifest = json.loads((store.folder / "grid.json").read_text())
+    assert manifest["leaderboard"] == {"select_on": "val"} and manifest["grid"] == "g"
+    store.claim("g", Path("sweep.yaml"), leaderboard={"select_on": "test"})  # not part of ownership
+    assert json.loads((store.folder / "grid.json").read_text())["leaderboard"] == {"select_on": "test"}
+
+
+def test_the_sweep_ranks_on_validation_over_three_families(capsys):
+    from fusionbench.cli import main
+
+    sweep_file = Path(__file__).parent.parent / "experiments" / "sweep.yaml"
+    sweep = load_grid(sweep_file)
+    assert sweep.leaderboard.on_val and len(sweep.cells) <= 20
+    families = {
+        (c.config.model.encoder.name, c.config.model.fusion.name, c.config.model.decoder.name)
+        for c in sweep.cells
+    }
+    assert families == {
+        ("cnn", "attention", "lstm"),
+        ("vit", "attention", "bert"),
+        ("regions", "attention", "transformer"),
+    }
+    assert {c.seed for c in sweep.cells} == {0}
+    assert all(
+        c.config.trainer.max_epochs == 4 and c.config.data.num_train == 1000 for c in sweep.cells
+    )  # smoke's
+    assert len({(float(c.config.optim.lr), int(c.config.loader.batch_size)) for c in sweep.cells}) > 1
+    assert main(["run", str(sweep_file), "--dry-run"]) == 0
+    assert "grid.leaderboard.select_on: val" in " ".join(capsys.readouterr().out.split())

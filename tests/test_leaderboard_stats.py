@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -177,10 +178,23 @@ def _collapsed_reason(split: str) -> str:
 
 
 def _write(
-    root: Path, records: list, *, encoder, fusion, decoder, seed, level, degenerate=False, source=None
+    root: Path,
+    records: list,
+    *,
+    encoder,
+    fusion,
+    decoder,
+    seed,
+    level,
+    degenerate=False,
+    source=None,
+    val=None,
 ):
     """One completed cell whose per-image CIDEr is ``level + difficulty``; the record carries only the
-    grid runner's metrics summary, so ``degenerate`` and ``val_history`` come from metrics.json."""
+    grid runner's metrics summary, so ``degenerate`` and ``val_history`` come from metrics.json.
+
+    ``val``: the validation CIDEr-D of the selected checkpoint (epoch 1 of 3, as ``metrics.json``'s
+    ``val`` and the peak of ``val_history``); without it the history rises to ``level``."""
     cell = f"{encoder}-{fusion}-{decoder}-s{seed}"
     run_dir = root / cell
     run_dir.mkdir(parents=True)
@@ -194,9 +208,13 @@ def _write(
     metrics["cost"] = {"peak_memory_mb": 100.0, **({"peak_memory_source": source} if source else {})}
     metrics["params"] = {"total": 1000}
     metrics["val_history"] = [{"epoch": e, "CIDEr": level * (e + 1) / 3} for e in range(3)]
+    if val is not None:
+        metrics["val_history"] = [{"epoch": e, "CIDEr": val * f} for e, f in enumerate((0.8, 1.0, 0.9))]
+        metrics["val"] = {"epoch": 1, "Bleu_4": 0.2, "CIDEr": val}
     metrics["degenerate"] = _collapsed_reason("test") if degenerate else None
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    summary = {k: metrics[k] for k in ("test", "test_novel", "params", "cost", "components")}
+    keys = ("val", "test", "test_novel", "params", "cost", "components")
+    summary = {k: metrics[k] for k in keys if k in metrics}
     assignment = {
         "model.encoder.name": encoder,
         "model.fusion.name": fusion,
@@ -215,13 +233,15 @@ def _write(
     )
 
 
-def _board(tmp_path: Path, cells: dict, *, seeds=(0, 1, 2), n_boot=400, **kwargs):
-    """``cells[(encoder, fusion, decoder)] = [level per seed]`` (or a dict with ``degenerate``)."""
+def _board(tmp_path: Path, cells: dict, *, seeds=(0, 1, 2), n_boot=400, select_on=None, **kwargs):
+    """``cells[(encoder, fusion, decoder)] = [level per seed]`` (or a dict with ``degenerate`` and
+    ``val``, the validation score per seed)."""
     root = tmp_path / "runs"
     records: list = []
     for (encoder, fusion, decoder), spec in cells.items():
         spec = spec if isinstance(spec, dict) else {"levels": spec}
-        for seed, level in zip(seeds, spec["levels"]):
+        vals = spec.get("val") or [None] * len(spec["levels"])
+        for seed, level, val in zip(seeds, spec["levels"], vals):
             _write(
                 root,
                 records,
@@ -232,9 +252,10 @@ def _board(tmp_path: Path, cells: dict, *, seeds=(0, 1, 2), n_boot=400, **kwargs
                 level=level,
                 degenerate=spec.get("degenerate", False),
                 source=kwargs.get("source"),
+                val=val,
             )
     (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return build_leaderboard(root, out_dir=tmp_path / "lb", n_boot=n_boot, seed=0)
+    return build_leaderboard(root, out_dir=tmp_path / "lb", n_boot=n_boot, seed=0, select_on=select_on)
 
 
 def _sentences(board, axis: str) -> dict[str, str]:
@@ -404,3 +425,158 @@ def test_degenerate_reason_per_seed_and_from_an_older_collapse_block():
     )
     config.runs = config.runs[:1]
     assert config.degenerate is None
+
+
+# ------------------------------------------------------------------------------ ranking on validation
+# A sweep (grid.leaderboard.select_on: val) ranks by the validation CIDEr-D of each run's selected
+# checkpoint. Here the validation and test orders are reversed: the test split's best configuration
+# is the validation split's worst.
+SWEEP = {
+    ("cnn", "attention", "lstm"): {"levels": [0.90, 0.91, 0.89], "val": [0.50, 0.52, 0.48]},
+    ("vit", "attention", "bert"): {"levels": [0.70, 0.71, 0.69], "val": [0.68, 0.70, 0.66]},
+    ("regions", "attention", "transformer"): {"levels": [0.50, 0.52, 0.48], "val": [0.70, 0.72, 0.68]},
+}
+
+
+def _t4_sf(t: float) -> float:
+    """``P(T >= t)`` of Student's t with 4 degrees of freedom, in closed form."""
+    x = 1 + t * t / 4
+    return 0.5 - 3 / 8 * (t / math.sqrt(x)) * (1 - t * t / (12 * x))
+
+
+def test_welch_p_by_hand():
+    from fusionbench.leaderboard.stats import compare_seed_scores, welch_p
+
+    # 2 seeds each, equal variances: df = 2 and P(T >= t) = 1/2 - t / (2 sqrt(t^2 + 2)); t = sqrt(2).
+    assert welch_p([1.0, 1.2], [0.8, 1.0]) == pytest.approx(0.5 - math.sqrt(2) / 4, abs=1e-12)
+    # 3 seeds each, equal variances: df = 4; t = 0.02 / sqrt(2 * 0.02^2 / 3) = sqrt(1.5).
+    assert welch_p([0.70, 0.72, 0.68], [0.68, 0.70, 0.66]) == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    # Unequal variances: the Welch-Satterthwaite df (scipy, where installed, agrees).
+    top, other = [0.9, 0.7, 0.8, 0.85], [0.6, 0.62]
+    scipy_stats = pytest.importorskip("scipy.stats")
+    expected = scipy_stats.ttest_ind(top, other, equal_var=False, alternative="greater").pvalue
+    assert welch_p(top, other) == pytest.approx(expected, abs=1e-10)
+    assert welch_p([0.5], [0.4, 0.3]) is None  # one seed: no test
+    assert welch_p([0.5, 0.5], [0.4, 0.4]) == 0.0 and welch_p([0.4, 0.4], [0.4, 0.4]) == 1.0
+    # Holm over the comparisons with #1 (index 0); the one-seed configuration is not compared.
+    scores = [[0.70, 0.72, 0.68], [0.68, 0.70, 0.66], [0.50, 0.52, 0.48], [0.9]]
+    top_row, close, far, single = compare_seed_scores(scores, top=0)
+    assert top_row.p_vs_top is None and single.p_vs_top is None and single.tied_with_top is None
+    assert close.p_vs_top == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    assert far.p_holm == pytest.approx(2 * far.p_vs_top) and close.p_holm == pytest.approx(close.p_vs_top)
+    assert close.tied_with_top is True and far.tied_with_top is False
+    assert close.ci is None and close.n_images is None  # no intervals from per-seed scores
+
+
+def test_val_selection_ranks_on_validation_not_test(tmp_path):
+    from fusionbench.leaderboard.render import NO_VERDICTS
+
+    board = _board(tmp_path, SWEEP, select_on="val")
+    assert [r["encoder"] for r in board.rows] == ["regions", "vit", "cnn"]  # the test order reversed
+    assert [r["rank"] for r in board.rows] == [1, 2, 3] and board.best["encoder"] == "regions"
+    top, vit, cnn = board.rows
+    assert top["val_CIDEr_mean"] == pytest.approx(0.70) and top["val_CIDEr_std"] == pytest.approx(0.02)
+    assert top["val_best_epochs"] == "1;1;1" and top["val_n_seeds"] == 3
+    # Welch over the per-seed validation scores vs #1, Holm over the 2 comparisons.
+    assert vit["p_vs_top"] == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    assert vit["not_significant_vs_top"] is True and cnn["not_significant_vs_top"] is False
+    assert cnn["p_vs_top_holm"] == pytest.approx(2 * cnn["p_vs_top"]) and board.method.n_compared == 2
+    # The test split keeps its intervals, compares nothing and draws no verdict.
+    assert all(r["test_CIDEr_ci_lo"] is not None for r in board.rows)
+    assert board.verdicts == [] and board.method.on_val
+
+    md = board.markdown_path.read_text()
+    assert "- Selection: on the validation split (grid.leaderboard.select_on: val)" in md
+    assert "the test splits were not used for any selection" in md
+    assert "**Ranked on the validation split:" in md and "they were not used to rank, mark or select" in md
+    assert "Test numbers were not used for the ranking, the marks or #1." in md
+    assert "Welch's t-test (one-sided, unequal variances) over the per-seed validation scores" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert table[0].startswith(
+        "| rank (val) | encoder | fusion | decoder | val CIDEr-D (selection) | best epoch | "
+        "test CIDEr-D (reference only) |"
+    )
+    # test CIDEr-D = level + the mean image difficulty (0.175): shown, but not what ranks
+    assert table[1].startswith("| 1 | regions | attention | transformer | 70.0 ± 2.0 | 1;1;1 | 67.5 ± 2.0 [")
+    assert table[2].startswith("| 2† | vit |") and table[3].startswith("| 3 | cnn |")
+    assert NO_VERDICTS in md and "## Fusion strategies" not in md
+    page = board.html_path.read_text()
+    assert "Ranked on the validation split" in page and "val CIDEr-D (selection)" in page
+    assert "Fusion strategies" not in page
+    printed = _printed(board)
+    assert "Validation split: the selection (x100)" in printed
+    assert "reference only, not used to rank" in printed and "rank by validation CIDEr-D" in printed
+    with board.csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["encoder"] for r in rows] == ["regions", "vit", "cnn"] and float(
+        rows[0]["val_CIDEr_mean"]
+    ) == top["val_CIDEr_mean"]
+
+    # The same results ranked on test (the default) put the test split's best first.
+    on_test = build_leaderboard(tmp_path / "runs", out_dir=tmp_path / "lb-test", n_boot=400)
+    assert [r["encoder"] for r in on_test.rows] == ["cnn", "vit", "regions"]
+    assert "val_CIDEr_mean" not in on_test.columns
+
+
+def test_val_selection_with_one_seed_has_no_marks_and_says_why(tmp_path):
+    cells = {key: {"levels": spec["levels"][:1], "val": spec["val"][:1]} for key, spec in SWEEP.items()}
+    board = _board(tmp_path, cells, seeds=(0,), select_on="val")
+    assert [r["encoder"] for r in board.rows] == ["regions", "vit", "cnn"]
+    assert all(r["p_vs_top"] is None and r["not_significant_vs_top"] is None for r in board.rows)
+    md = board.markdown_path.read_text()
+    assert (
+        "No significance marks: one seed per configuration, and per-image validation scores are not saved"
+        in md
+    )
+    assert "†" not in "".join(ln for ln in md.splitlines() if ln.startswith("| "))
+    assert "no significance marks (one seed per configuration)" in " ".join(_printed(board).split())
+
+
+def test_the_results_folder_remembers_val_selection_and_the_cli_can_override(tmp_path, capsys):
+    from fusionbench.cli import main
+
+    _board(tmp_path, SWEEP)  # ranked on test: the folder records nothing yet
+    root = tmp_path / "runs"
+    (root / "grid.json").write_text(
+        json.dumps({"grid": "sweep", "source": "sweep.yaml", "leaderboard": {"select_on": "val"}})
+    )
+    again = build_leaderboard(root, out_dir=tmp_path / "lb2", n_boot=50)
+    assert again.method.on_val and again.best["encoder"] == "regions"
+    assert main(["leaderboard", str(root), "--out", str(tmp_path / "lb3"), "--n-boot", "50"]) == 0
+    assert "Validation split: the selection" in capsys.readouterr().out
+    args = ["leaderboard", str(root), "--out", str(tmp_path / "lb4"), "--n-boot", "50", "--select-on", "test"]
+    assert main(args) == 0
+    assert "Validation split" not in capsys.readouterr().out
+    assert main([*args[:-1], "vall"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "Invalid value 'vall' for --select-on. Did you mean 'val'? Allowed values: test, val." in err
+
+
+def test_default_ranking_on_test_is_unchanged(tmp_path):
+    """Without the option a leaderboard is what it was: the committed leaderboard's columns, table
+    header and legend, and no validation column or statement; ``select_on='test'`` is the same."""
+    committed = Path(__file__).resolve().parents[1] / "leaderboards"
+    cells = {key: {"levels": spec["levels"][:1], "val": spec["val"][:1]} for key, spec in SWEEP.items()}
+    board = _board(tmp_path, cells, seeds=(0,))
+    assert [r["encoder"] for r in board.rows] == ["cnn", "vit", "regions"] and not board.method.on_val
+    with (committed / "shapes.csv").open(newline="") as f:
+        assert board.columns == next(csv.reader(f))
+    md, page = board.markdown_path.read_text(), board.html_path.read_text()
+    committed_md = (committed / "shapes.md").read_text()
+    header = next(ln for ln in md.splitlines() if ln.startswith("| rank"))
+    assert header == next(ln for ln in committed_md.splitlines() if ln.startswith("| rank"))
+    legend = next(ln for ln in md.splitlines() if ln.startswith("No significance marks"))
+    assert legend.split("[95%")[0] in committed_md
+    cost = "Other scores are mean ± std over seeds. Cost: GFLOPs/img is one teacher-forced forward pass"
+    assert cost in legend and cost in committed_md
+    for text in ("validation", "Selection", "Welch", "reference only"):
+        assert text not in md.replace("Validation curves", "") and text not in page.split("<h2>Validation")[0]
+
+    def without_built(path: Path) -> str:
+        return "\n".join(ln for ln in path.read_text().splitlines() if not ln.startswith("- Built"))
+
+    explicit = build_leaderboard(
+        tmp_path / "runs", out_dir=tmp_path / "explicit", n_boot=400, select_on="test"
+    )
+    for a, b in zip(board.paths, explicit.paths):
+        assert without_built(a) == without_built(b)

@@ -18,6 +18,7 @@ half-written: every file is written atomically) and stops.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -470,7 +471,7 @@ def run_grid(
     console = console or Console(stderr=True)
     quiet_known_noise()
     store = ResultsStore(grid.results_dir)
-    store.claim(grid.name, grid.source, force=force)
+    store.claim(grid.name, grid.source, force=force, leaderboard=dataclasses.asdict(grid.leaderboard))
     todo, skipped, resume, reevaluate = plan(grid, store, force)
     summary = GridSummary(skipped=[c.name for c in skipped])
     start = time.perf_counter()

@@ -13,12 +13,15 @@ A grid file is an experiment file with a ``grid:`` section::
       exclude: [{model.encoder.name: vit, model.fusion.name: late}]   # drop matching cells
       include: [{model.encoder.name: cnn, model.fusion.name: early, optim.lr: 1.0e-4}]  # extra cells
       seeds: [0, 1, 2]
+      leaderboard: {select_on: val}  # rank on validation (a hyper-parameter sweep); default: test
 
 Every cell is composed and validated like a single experiment (same layering, same errors) before
 anything runs, gets a stable readable name (``cnn-attention-lstm-s1``: component names as they
 are, other keys as ``leaf=value``) and a hash of its resolved config, which decides whether a
 finished cell can be skipped when the grid is run again; a cell whose only changes are test-time
 settings (``training_hash``) is re-evaluated from its best checkpoint instead of retrained.
+``grid.launcher`` (where cells run) and ``grid.leaderboard`` (which split ranks the leaderboard,
+``fusionbench.leaderboard.selection``) are the grid's own settings: no cell's config or hash has them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from fusionbench.config import compose, file_layers, parse_overrides
 from fusionbench.decoding import DecodingConfig
 from fusionbench.errors import ConfigError, FusionbenchError
+from fusionbench.leaderboard.selection import LeaderboardSettings, leaderboard_settings
 
 # Keys that name where/how results are shown or logged, not what is computed, and keys that never
 # change a cell's results (the feature cache reproduces on-the-fly features exactly): not hashed.
@@ -74,6 +78,7 @@ class Grid:
     cells: list[Cell]
     output_dir: Path
     launcher: Any = None  # fusionbench.launchers.LauncherConfig (grid.launcher)
+    leaderboard: LeaderboardSettings = field(default_factory=LeaderboardSettings)  # grid.leaderboard
 
     @property
     def results_dir(self) -> Path:
@@ -180,7 +185,7 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
     unknown = set(spec) - {"axes", "zip", "include", "exclude", "seeds"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds, launcher."
+            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds, launcher, leaderboard."
         )
     axes = spec.get("axes") or {}
     if not isinstance(axes, dict):
@@ -288,6 +293,11 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
         if "grid" in layer:
             spec = layer.pop("grid")
             grid_source = source
+        if "leaderboard" in layer:  # a grid's own setting, not an experiment key
+            raise ConfigError(
+                f"{source}: `leaderboard:` belongs inside the `grid:` section (grid.leaderboard.select_on: "
+                "test or val); move it there."
+            )
         base_layers.append((source, layer))
     if not spec:
         raise ConfigError(f"{path} has no `grid:` section; run it as a single experiment instead.")
@@ -295,6 +305,9 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
 
     spec = dict(spec) if isinstance(spec, dict) else spec
     launcher = launcher_config(spec.pop("launcher", None) if isinstance(spec, dict) else None, grid_source)
+    leaderboard = leaderboard_settings(
+        spec.pop("leaderboard", None) if isinstance(spec, dict) else None, grid_source
+    )
     if seeds is not None:
         spec = {**spec, "seeds": list(seeds)}
     override_layer = [("the command-line overrides", parse_overrides(list(overrides)))] if overrides else []
@@ -329,4 +342,5 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
         cells=cells,
         output_dir=Path(str(first.output_dir)),
         launcher=launcher,
+        leaderboard=leaderboard,
     )

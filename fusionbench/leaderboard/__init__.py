@@ -13,6 +13,8 @@ bootstrap over seeds and test images, Holm; see its docstring for what the numbe
 ``table`` (ranked raw-scale rows, degenerate ones unranked, per-axis summaries) and ``verdict``
 (is there a best fusion strategy / encoder / decoder on each split?), which ``render`` (Markdown,
 CSV, HTML), ``plots`` (SVG) and ``terminal`` (rich tables) present; ``build`` runs them in order.
+``selection`` says which split ranks: ``test`` for a benchmark, ``val`` for a hyper-parameter sweep
+(``grid.leaderboard.select_on``; the test splits are then shown for reference only).
 Nothing here imports torch.
 """
 

@@ -15,11 +15,13 @@ from fusionbench.leaderboard.load import (
     group_configurations,
     load_runs,
     not_completed,
+    read_manifest,
     read_results,
     validation_histories,
 )
 from fusionbench.leaderboard.plots import cost_svg, heatmap_svg, val_curves_svg
 from fusionbench.leaderboard.render import render_csv, render_html, render_markdown
+from fusionbench.leaderboard.selection import check_select_on, manifest_settings
 from fusionbench.leaderboard.table import (
     Method,
     aggregate,
@@ -37,7 +39,8 @@ class Leaderboard:
 
     ``rows`` are the CSV rows (raw scale), in rank order (degenerate configurations last, unranked);
     ``columns`` their keys in CSV order; ``summaries`` the per-level summary of every axis
-    (``fusion_summary`` is ``summaries["fusion"]``); ``verdicts`` the per-axis, per-split verdicts;
+    (``fusion_summary`` is ``summaries["fusion"]``); ``verdicts`` the per-axis, per-split verdicts
+    (none when ranked on validation: a sweep compares settings, and its test numbers decide nothing);
     ``method`` how the numbers were made (seeds, resamples, Holm family, memory source).
     """
 
@@ -75,9 +78,18 @@ def build_leaderboard(
     n_boot: int = 1000,
     seed: int = 0,
     command: str | None = None,
+    select_on: str | None = None,
 ) -> Leaderboard:
-    """Aggregate a grid's results folder and write ``<name>.md/.csv/.html`` (+ SVG plots) into ``out_dir``."""
+    """Aggregate a grid's results folder and write ``<name>.md/.csv/.html`` (+ SVG plots) into ``out_dir``.
+
+    ``select_on`` is the split that ranks the configurations (``test`` or ``val``,
+    ``fusionbench.leaderboard.selection``); None takes what the grid recorded in the folder's
+    ``grid.json`` (its ``grid.leaderboard.select_on``), ``test`` when it recorded nothing.
+    """
     results_dir = Path(results_dir)
+    if select_on is None:
+        select_on = manifest_settings(read_manifest(results_dir), str(results_dir / "grid.json")).select_on
+    select_on = check_select_on(select_on, "select_on")
     latest, notes = read_results(results_dir)
     runs, load_notes = load_runs(latest, results_dir)
     notes += load_notes
@@ -89,7 +101,7 @@ def build_leaderboard(
         )
     configs = group_configurations(runs)
     splits = evaluation_splits(runs)
-    rows, agg_notes, resamples = aggregate(configs, splits, n_boot=n_boot, seed=seed)
+    rows, agg_notes, resamples = aggregate(configs, splits, n_boot=n_boot, seed=seed, select_on=select_on)
     notes += agg_notes
     datasets = sorted({c.dataset for c in configs})
     if len(datasets) > 1:
@@ -97,8 +109,8 @@ def build_leaderboard(
     name = name or "_".join(datasets)
     failed = not_completed(latest)
     summaries = {axis: axis_summary(rows, splits, axis) for axis in AXES}
-    verdicts = axis_verdicts(rows, resamples, splits)
-    method = method_of(rows, configs, n_boot=n_boot, seed=seed)
+    verdicts = axis_verdicts(rows, resamples, splits) if select_on == "test" else []
+    method = method_of(rows, configs, n_boot=n_boot, seed=seed, select_on=select_on)
     items = header_items(
         results_dir=results_dir,
         command=command,

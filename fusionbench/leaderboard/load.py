@@ -78,6 +78,22 @@ class RunResult:
                 points.append((int(epoch), float(cider)))
         return points
 
+    @property
+    def selected_val(self) -> tuple[float, int | None] | None:
+        """(validation CIDEr-D, epoch) of the checkpoint the run selected and tested: its best
+        validation epoch. ``metrics.json``'s ``val`` (the best validation pass, what ``best.ckpt``
+        holds), else the best point of ``val_history``; None when the run recorded neither."""
+        best = self.metrics.get("val")
+        cider = best.get("CIDEr") if isinstance(best, dict) else None
+        if isinstance(cider, (int, float)) and math.isfinite(cider):
+            epoch = best.get("epoch")
+            return float(cider), int(epoch) if isinstance(epoch, (int, float)) else None
+        history = self.val_history
+        if not history:
+            return None
+        epoch, cider = max(history, key=lambda point: (point[1], -point[0]))  # first best, as training
+        return cider, epoch
+
 
 @dataclass
 class Configuration:

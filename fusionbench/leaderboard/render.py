@@ -6,6 +6,10 @@ rank for a degenerate configuration (its reason listed below the table). Then on
 (fusion strategies, and encoders/decoders where the grid has several) with the axis summary and
 the verdict sentences. The HTML page adds click-to-sort columns (inline JS, no network) and the SVG
 plots, validation curves included.
+
+A leaderboard ranked on validation (a sweep, ``Method.on_val``) says so above its table and in its
+legend, puts the validation CIDEr-D of the selected checkpoints first, labels the test columns as
+reference only, and has no verdict sections.
 """
 
 from __future__ import annotations
@@ -62,6 +66,25 @@ def seed_warning(method: Method) -> str | None:
     return None
 
 
+def selection_warning(method: Method) -> str | None:
+    """The header's statement that a sweep's leaderboard selects on validation only; None on test."""
+    if not method.on_val:
+        return None
+    return (
+        "Ranked on the validation split: the ranks, the tied-with-#1 marks and #1 (the best "
+        "configuration) come from the validation CIDEr-D of the checkpoint each run selected (its best "
+        "validation epoch). The test and test_novel columns are shown for reference only; they were not "
+        "used to rank, mark or select anything, and no per-axis verdict is drawn from them."
+    )
+
+
+NO_VERDICTS = (
+    "No per-axis verdicts: this leaderboard selects settings on the validation split, and its test "
+    "numbers are for reference only (a benchmark grid ranked on test gives the verdicts)."
+)
+"""What stands in for the verdict sections of a leaderboard ranked on validation."""
+
+
 def memory_sentence(method: Method) -> str:
     """How ``peak MB`` was measured, from the runs' ``cost.peak_memory_source``."""
     if not method.memory_sources:
@@ -71,9 +94,39 @@ def memory_sentence(method: Method) -> str:
     return f"peak MB: {sources}{several}, as recorded in metrics.json cost.peak_memory_source"
 
 
+def _val_stats(method: Method) -> str:
+    """The legend's first sentences for a leaderboard ranked on validation."""
+    ranked = (
+        "Ranked by val CIDEr-D: the validation CIDEr-D of the checkpoint each run selected (its best "
+        "validation epoch, metrics.json val; best epoch counts from 0), mean ± sample std over seeds. "
+        "Test numbers were not used for the ranking, the marks or #1. "
+    )
+    test = (
+        f"Test CIDEr-D cells (reference only) are mean ± std [95% bootstrap interval, {method.n_boot} "
+        f"resamples{' of the test images only' if method.one_seed else ' of seeds, then test images'}]. "
+    )
+    if method.one_seed:
+        return (
+            ranked + "No significance marks: one seed per configuration, and per-image validation scores are "
+            "not saved, so neither training noise nor validation-image sampling can be estimated. " + test
+        )
+    marks = (
+        f"{NOT_SIGNIFICANT} tied with #1: rank 1's lead on validation is not significant after Holm "
+        f"correction over the {method.n_compared} comparisons with #1 (Holm p vs #1 > {ALPHA}); the test is "
+        "Welch's t-test (one-sided, unequal variances) over the per-seed validation scores, so it covers "
+        "training noise only (per-image validation scores are not saved: no bootstrap over validation "
+        "images). "
+    )
+    if method.mixed_seeds:
+        marks += "Configurations with one seed are not compared. "
+    return ranked + marks + test
+
+
 def legend_line(method: Method) -> str:
     """What the table's marks, intervals and cost columns mean (printed below the table)."""
-    if method.one_seed:
+    if method.on_val:
+        stats = _val_stats(method)
+    elif method.one_seed:
         stats = (
             f"No significance marks: one seed per configuration. CIDEr-D cells are the score [95% bootstrap "
             f"interval over test images only, {method.n_boot} resamples: it leaves out training noise]. "
@@ -98,6 +151,11 @@ def legend_line(method: Method) -> str:
         if method.n_degenerate
         else ""
     )
+    if degenerate and method.on_val:
+        degenerate += (
+            "The flag is read from the diversity of the test captions (validation captions are not saved), "
+            "never from a test score. "
+        )
     return (
         stats
         + degenerate
@@ -113,12 +171,20 @@ def degenerate_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def display_table(
-    rows: Sequence[Mapping[str, Any]], splits: Sequence[str]
+    rows: Sequence[Mapping[str, Any]], splits: Sequence[str], *, on_val: bool = False
 ) -> tuple[list[str], list[list[tuple[str, Any]]]]:
-    """Header and cells (display text, sort value) shared by the Markdown and HTML tables."""
+    """Header and cells (display text, sort value) shared by the Markdown and HTML tables.
+
+    ``on_val``: ranked on validation, so the validation score and best epochs come first, the rank
+    and p columns say they are validation's, and the test columns say they are for reference."""
     id_cols = identity_columns(rows[0]) if rows else []
-    header = ["rank", *id_cols, "test CIDEr-D", "test BLEU-4", "test METEOR", "test ROUGE-L"]
-    header += ["params", "GFLOPs/img", "train img/s", "ms/image", "peak MB", "seeds", "Holm p vs #1"]
+    first = (
+        ["rank (val)", *id_cols, "val CIDEr-D (selection)", "best epoch"] if on_val else ["rank", *id_cols]
+    )
+    test_cider = "test CIDEr-D (reference only)" if on_val else "test CIDEr-D"
+    header = [*first, test_cider, "test BLEU-4", "test METEOR", "test ROUGE-L"]
+    p_header = "Holm p vs #1 (val, Welch)" if on_val else "Holm p vs #1"
+    header += ["params", "GFLOPs/img", "train img/s", "ms/image", "peak MB", "seeds", p_header]
     others = [s for s in splits if s != "test"]
     for split in others:
         header += [f"{split} CIDEr-D", f"{split} BLEU-4"]
@@ -126,6 +192,9 @@ def display_table(
     for row in rows:
         cells: list[tuple[str, Any]] = [(rank_text(row), row["rank"])]
         cells += [(MISSING if row[k] is None else fmt_value(row[k]), row[k]) for k in id_cols]
+        if on_val:
+            cells.append((fmt_score(row["val_CIDEr_mean"], row["val_CIDEr_std"]), row["val_CIDEr_mean"]))
+            cells.append((row["val_best_epochs"] or MISSING, row["val_best_epochs"]))
         cells.append(
             (
                 fmt_score(
@@ -249,11 +318,11 @@ def render_markdown(
                 f"  - `{f['cell']}` ({f['status']})" + (f": {_md_escape(f['error'])}" if f["error"] else "")
             )
     out += [""]
-    warning = seed_warning(method)
-    if warning:
-        out += [f"**{warning}**", ""]
+    for warning in (selection_warning(method), seed_warning(method)):
+        if warning:
+            out += [f"**{warning}**", ""]
     out += [SCALE_SENTENCE + ".", ""]
-    header, body = display_table(rows, splits)
+    header, body = display_table(rows, splits, on_val=method.on_val)
     out += [markdown_table(header, body), "", legend_line(method), ""]
     degenerate = degenerate_lines(rows)
     if degenerate:
@@ -265,7 +334,9 @@ def render_markdown(
     diagnostics = has_diagnostics(rows)
     if diagnostics:
         out += ["## Diagnostics", "", DIAGNOSTICS_CAPTION, "", markdown_table(*diagnostics_table(rows)), ""]
-    for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
+    if method.on_val:
+        out += [NO_VERDICTS, ""]
+    for n, (axis, heading, sentences) in enumerate(_sections(summaries, verdicts, method)):
         out += [f"## {heading}", ""]
         if n == 0:
             out += [METHOD_SENTENCE, ""]
@@ -276,6 +347,13 @@ def render_markdown(
             out += [markdown_table(*per_fusion), ""]
         out += [f"- {_md_escape(t)}" for t in sentences] + ([""] if sentences else [])
     return "\n".join(out)
+
+
+def _sections(
+    summaries: Mapping[str, Sequence[Mapping[str, Any]]], verdicts: Sequence[AxisVerdict], method: Method
+) -> list[tuple[str, str, list[str]]]:
+    """``axis_sections``, or none for a leaderboard ranked on validation (``NO_VERDICTS``)."""
+    return [] if method.on_val else axis_sections(summaries, verdicts)
 
 
 def render_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -385,7 +463,7 @@ def render_html(
     gap: str | None = None,
 ) -> str:
     """The HTML page: the Markdown page's content with sortable tables and the inline SVG plots."""
-    header, body = display_table(rows, splits)
+    header, body = display_table(rows, splits, on_val=method.on_val)
     info = "".join(f"<li><b>{esc(k)}</b>: {esc(v.replace('`', ''))}</li>" for k, v in items)
     if failed:
         info += f"<li><b>Not completed ({len(failed)})</b>:<ul>"
@@ -396,8 +474,11 @@ def render_html(
             for f in failed
         )
         info += "</ul></li>"
-    warning = seed_warning(method)
-    warning_html = f'<p class="warn">{esc(warning.replace("`", ""))}</p>' if warning else ""
+    warning_html = "".join(
+        f'<p class="warn">{esc(warning.replace("`", ""))}</p>'
+        for warning in (selection_warning(method), seed_warning(method))
+        if warning
+    )
     degenerate = degenerate_lines(rows)
     degenerate_html = (
         f'<p><b>{DEGENERATE} Degenerate (unranked)</b></p><ul class="note">'
@@ -421,8 +502,8 @@ def render_html(
             f'<figure>{gap}<figcaption class="note">Test CIDEr-D against the visual gap: a cell near '
             "0 on the x axis writes the same captions whatever the image.</figcaption></figure>"
         )
-    sections = []
-    for n, (axis, heading, sentences) in enumerate(axis_sections(summaries, verdicts)):
+    sections = [f"<p>{esc(NO_VERDICTS)}</p>"] if method.on_val else []
+    for n, (axis, heading, sentences) in enumerate(_sections(summaries, verdicts, method)):
         part = f"<h2>{esc(heading)}</h2>"
         if n == 0:
             part += f"<p>{esc(METHOD_SENTENCE)}</p>"

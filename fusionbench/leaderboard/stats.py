@@ -46,6 +46,14 @@ What this can and cannot say, honestly:
   seed std, and run more seeds where a verdict is close.
 * Resampling both axes of a seeds × images table counts the seed-by-image interaction about three
   times; that term is divided by seeds × images, so it adds little.
+
+**Ranking on validation** (a sweep, ``grid.leaderboard.select_on: val``): only each run's corpus
+validation CIDEr-D is saved (no per-image validation scores), so there is nothing to bootstrap over
+images. With at least two seeds on both sides, #1 is compared with each configuration by Welch's
+t-test on the per-seed scores (``welch_p``: one-sided, unequal variances, Welch–Satterthwaite degrees
+of freedom; Welch 1947), Holm-adjusted over the comparisons with #1 (``compare_seed_scores``). It
+covers training noise only, not the sampling of the validation images; with one seed nothing is
+compared.
 """
 
 from __future__ import annotations
@@ -266,6 +274,101 @@ def compare_resampled(
             )
         )
     return out
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz; Press et al.,
+    *Numerical Recipes*, 3rd ed., §6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """``I_x(a, b)``, the regularized incomplete beta function, for ``a, b > 0`` and ``0 <= x <= 1``."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """``P(T >= t)`` for Student's t with ``df`` (real, > 0) degrees of freedom."""
+    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def welch_p(top: Sequence[float], other: Sequence[float]) -> float | None:
+    """One-sided Welch t-test p that ``top``'s mean is not above ``other``'s (``P(T >= t)``).
+
+    Unequal variances, Welch–Satterthwaite degrees of freedom. None with fewer than 2 values on
+    either side. When both sides have zero variance the p is 0 if ``top`` is ahead (by more than
+    ``TIE_TOLERANCE``) and 1 otherwise, as the bootstrap's share of "not ahead" would be.
+    """
+    a, b = [float(v) for v in top], [float(v) for v in other]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    (ma, sa, na), (mb, sb, nb) = seed_stats(a), seed_stats(b)
+    va, vb = sa**2 / na, sb**2 / nb  # type: ignore[operator]
+    diff = ma - mb  # type: ignore[operator]
+    if va + vb <= 0.0:
+        return 0.0 if diff > TIE_TOLERANCE else 1.0
+    df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    return t_sf(diff / math.sqrt(va + vb), df)
+
+
+def compare_seed_scores(
+    scores: Sequence[Sequence[float]],
+    *,
+    top: int | None,
+    compared: Collection[int] | None = None,
+    alpha: float = ALPHA,
+) -> list[Comparison]:
+    """Compare configurations with ``top`` over per-seed scores (``scores[i]``: one value per seed).
+
+    Welch's one-sided t-test (``welch_p``) for every configuration in ``compared`` (default: all)
+    with at least two seeds, when ``top`` has at least two; the p-values are Holm-adjusted over those
+    comparisons. No intervals (``ci`` None): this is for scores saved per run only, such as the
+    validation CIDEr-D of the selected checkpoint (module docstring).
+    """
+    candidates = set(range(len(scores))) if compared is None else set(compared)
+    raw: dict[int, float] = {}
+    if top is not None:
+        for i in sorted(candidates - {top}):
+            p = welch_p(scores[top], scores[i])
+            if p is not None:
+                raw[i] = p
+    adjusted = dict(zip(raw, holm(list(raw.values()))))
+    return [
+        Comparison(
+            n_images=None,
+            ci=None,
+            p_vs_top=raw.get(i),
+            tied_with_top=None if i not in adjusted else adjusted[i] > alpha,
+            p_holm=adjusted.get(i),
+        )
+        for i in range(len(scores))
+    ]
 
 
 def compare_configurations(

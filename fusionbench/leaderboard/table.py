@@ -6,6 +6,12 @@ degenerate reason, the identity columns (``dataset`` only when the grid mixes da
 components, one column per extra assignment key), seeds, per split the seed mean/std of every
 metric and the CIDEr-D interval, then cost. Degenerate configurations (``Configuration.degenerate``)
 come last, unranked: they are neither #1 nor compared with it.
+
+A sweep's leaderboard (``select_on="val"``, ``fusionbench.leaderboard.selection``) ranks by the
+validation CIDEr-D of each run's selected checkpoint instead, with ``val_*`` columns after
+``seeds``; its marks compare per-seed validation scores (``stats.compare_seed_scores``), and the
+test splits keep their intervals but are compared with nothing. Rows ranked on test have no
+``val_*`` columns: their CSV is what it was before the option existed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from fusionbench.leaderboard.load import Configuration, RunResult, load_per_imag
 from fusionbench.leaderboard.stats import (
     Resamples,
     compare_resampled,
+    compare_seed_scores,
     mean_of,
     seed_stats,
     two_level_bootstrap,
@@ -80,14 +87,22 @@ def _cost(run: RunResult) -> dict[str, Any]:
 
 
 def aggregate(
-    configs: Sequence[Configuration], splits: Sequence[str], *, n_boot: int, seed: int
+    configs: Sequence[Configuration],
+    splits: Sequence[str],
+    *,
+    n_boot: int,
+    seed: int,
+    select_on: str = "test",
 ) -> tuple[list[dict[str, Any]], list[str], dict[str, Resamples]]:
-    """One raw-scale row per configuration, ranked by test CIDEr-D; returns (rows, notes, resamples).
+    """One raw-scale row per configuration, ranked by ``select_on`` CIDEr-D; returns (rows, notes,
+    resamples).
 
     ``resamples[split]`` are the two-level bootstrap draws of that split, in the rows' order (the
     verdicts compare axis levels with them). Degenerate configurations follow the ranked ones with
-    ``rank`` None and are not compared with #1.
+    ``rank`` None and are not compared with #1. With ``select_on="val"`` the rank and the marks come
+    from the validation score of each run's selected checkpoint only (module docstring).
     """
+    on_val = select_on == "val"
     several_datasets = len({c.dataset for c in configs}) > 1
     extra_keys = sorted({k for c in configs for k in c.extras})
     short = _short_names(extra_keys, _RESERVED)
@@ -110,6 +125,8 @@ def aggregate(
             row[short[key]] = config.extras.get(key)
         row["n_seeds"] = len(config.runs)
         row["seeds"] = ";".join(str(r.seed) for r in config.runs)
+        if on_val:
+            row.update(_val_columns(config.runs))
         for split in splits:
             with_split = [r for r in config.runs if isinstance(r.metrics.get(split), dict)]
             for metric in METRIC_KEYS:
@@ -150,7 +167,7 @@ def aggregate(
         rows.append(row)
 
     def by_score(i: int) -> tuple[bool, float, str]:
-        mean = rows[i]["test_CIDEr_mean"]
+        mean = rows[i][f"{select_on}_CIDEr_mean"]
         return (
             rows[i]["degenerate"] is not None,
             -(mean if mean is not None else -math.inf),
@@ -167,7 +184,8 @@ def aggregate(
     for split in splits:
         drawn = two_level_bootstrap(scores[split], n_boot=n_boot, seed=seed)
         resamples[split] = drawn.subset(order)
-        compared = compare_resampled(drawn, top=top if split == "test" else None, compared=ranked_ids)
+        ranks_here = split == "test" and not on_val
+        compared = compare_resampled(drawn, top=top if ranks_here else None, compared=ranked_ids)
         for i, (row, result) in enumerate(zip(rows, compared)):
             if missing_notes[split][i]:
                 row_notes[i].append(missing_notes[split][i])  # type: ignore[arg-type]
@@ -175,7 +193,7 @@ def aggregate(
                 row_notes[i].append(
                     f"{split}: fewer than 2 images scored by every seed of every configuration; CI omitted"
                 )
-            elif result.n_images is not None and split == "test" and mixed_seeds and row["n_seeds"] == 1:
+            elif result.n_images is not None and ranks_here and mixed_seeds and row["n_seeds"] == 1:
                 row_notes[i].append(
                     "one seed: its interval covers test images only and it is not compared with #1"
                 )
@@ -184,7 +202,7 @@ def aggregate(
             row[f"{split}_n_images"] = result.n_images
             if result.ci:
                 row[f"{split}_CIDEr_ci_over"] = "seeds+images" if result.seeds_resampled else "images"
-            if split == "test":
+            if ranks_here:
                 row["p_vs_top"] = result.p_vs_top
                 row["p_vs_top_holm"] = result.p_holm
                 row["not_significant_vs_top"] = result.tied_with_top
@@ -199,6 +217,8 @@ def aggregate(
                 f"{split}: intervals and comparisons use the {n_used} images every configuration scored "
                 f"({', '.join(more)} scored more)."
             )
+    if on_val:
+        _compare_on_val(configs, rows, top, ranked_ids, row_notes, mixed_seeds)
     notes: list[str] = []
     for row, mine in zip(rows, row_notes):
         row["notes"] = "; ".join(mine)
@@ -210,7 +230,7 @@ def aggregate(
             rows[i]["rank"] = len(ranked) + 1
         ranked.append(rows[i])
     n_ranked = len(ranked_ids)
-    if top is not None and n_ranked > 1 and rows[top]["test_n_images"] is None:
+    if top is not None and n_ranked > 1 and not on_val and rows[top]["test_n_images"] is None:
         notes.append("The top configuration has no per-image test scores, so significance was not tested.")
     elif top is not None and n_ranked > 1 and mixed_seeds and rows[top]["n_seeds"] == 1:
         notes.append("The top configuration has one seed, so no configuration is compared with it.")
@@ -222,6 +242,43 @@ def aggregate(
     elif not ranked_ids and rows:
         notes.append("Every configuration is degenerate (‡): nothing is ranked and no verdict is given.")
     return ranked, notes, resamples
+
+
+def _val_columns(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """A val-ranked row's ``val_*`` columns: the seed mean/std of the selected checkpoints' validation
+    CIDEr-D, how many seeds recorded one, and each seed's selected (best) epoch, 0-based."""
+    selected = [r.selected_val for r in runs]
+    mean, std, n = seed_stats(s[0] if s else None for s in selected)
+    epochs = ";".join("" if s is None or s[1] is None else str(s[1]) for s in selected)
+    return {"val_CIDEr_mean": mean, "val_CIDEr_std": std, "val_n_seeds": n, "val_best_epochs": epochs}
+
+
+def _compare_on_val(
+    configs: Sequence[Configuration],
+    rows: list[dict[str, Any]],
+    top: int | None,
+    ranked_ids: Sequence[int],
+    row_notes: list[list[str]],
+    mixed_seeds: bool,
+) -> None:
+    """The marks of a val-ranked leaderboard: Welch over per-seed validation scores vs #1, Holm."""
+    scores = [[s[0] for r in c.runs if (s := r.selected_val) is not None] for c in configs]
+    compared = compare_seed_scores(scores, top=top, compared=ranked_ids)
+    for i, (row, result) in enumerate(zip(rows, compared)):
+        row["p_vs_top"] = result.p_vs_top
+        row["p_vs_top_holm"] = result.p_holm
+        row["not_significant_vs_top"] = result.tied_with_top
+        if not scores[i]:
+            row_notes[i].append(
+                "val: no validation score recorded (metrics.json val / val_history); ranked last"
+            )
+        elif len(scores[i]) < len(configs[i].runs):
+            row_notes[i].append(
+                f"val: {len(configs[i].runs) - len(scores[i])} of {len(configs[i].runs)} seeds recorded "
+                "no validation score; the mean is over the others"
+            )
+        if mixed_seeds and row["n_seeds"] == 1 and i in ranked_ids:
+            row_notes[i].append("one seed: not compared with #1")
 
 
 def _round(value: float | None) -> int | None:
@@ -278,6 +335,12 @@ class Method:
     n_compared: int
     n_degenerate: int
     memory_sources: tuple[str, ...]
+    select_on: str = "test"
+
+    @property
+    def on_val(self) -> bool:
+        """Ranked on validation (a sweep): the test splits are shown for reference only."""
+        return self.select_on == "val"
 
     @property
     def one_seed(self) -> bool:
@@ -291,7 +354,12 @@ class Method:
 
 
 def method_of(
-    rows: Sequence[Mapping[str, Any]], configs: Sequence[Configuration], *, n_boot: int, seed: int
+    rows: Sequence[Mapping[str, Any]],
+    configs: Sequence[Configuration],
+    *,
+    n_boot: int,
+    seed: int,
+    select_on: str = "test",
 ) -> Method:
     """The ``Method`` of rows aggregated from ``configs``."""
     sources = {_cost(r).get("peak_memory_source") for c in configs for r in c.runs}
@@ -302,6 +370,7 @@ def method_of(
         n_compared=sum(1 for r in rows if r.get("p_vs_top") is not None),
         n_degenerate=sum(1 for r in rows if r.get("degenerate") is not None),
         memory_sources=tuple(sorted(str(s) for s in sources if s)),
+        select_on=select_on,
     )
 
 
@@ -311,7 +380,16 @@ def bootstrap_item(method: Method) -> str:
         what = "resamples of the test images (one seed per configuration: no seed level)"
     else:
         what = "two-level resamples (each configuration's seeds, then the test images, shared by all)"
-    return f"{method.n_boot} {what}, numpy default_rng({method.seed})"
+    used = " (the test intervals only: ranking and marks use validation)" if method.on_val else ""
+    return f"{method.n_boot} {what}, numpy default_rng({method.seed}){used}"
+
+
+SELECTION_ITEM = (
+    "on the validation split (grid.leaderboard.select_on: val): ranks, tied marks and #1 come from the "
+    "validation CIDEr-D of the checkpoint each run selected (its best validation epoch), mean over "
+    "seeds; the test splits were not used for any selection and are shown for reference only"
+)
+"""The header's ``Selection`` line of a leaderboard ranked on validation."""
 
 
 def header_items(
@@ -350,6 +428,8 @@ def header_items(
         ),
         ("Bootstrap", bootstrap_item(method)),
     ]
+    if method.on_val:
+        items.insert(-1, ("Selection", SELECTION_ITEM))
     if started and finished:
         items.append(("Ran", f"{started[0]} to {finished[-1]}"))
     manifest = read_manifest(results_dir)  # the grid runner's: which grid file owns the folder

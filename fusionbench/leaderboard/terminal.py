@@ -5,7 +5,9 @@ split into tables keyed by rank: the ranking (identity, test CIDEr-D, interval, 
 other test metrics, cost, then one table per extra split. A table too wide for the console is split
 again by columns (the rank repeated, the identity in the first part), so no cell is cut to "…";
 a legend below says what the marks and columns mean, then the degenerate configurations' reasons
-and the per-axis verdicts. Widths are measured by rich, not guessed.
+and the per-axis verdicts. Widths are measured by rich, not guessed. A leaderboard ranked on
+validation (a sweep) starts with a validation table (the selection) and labels the test split's
+tables as reference only.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from fusionbench.leaderboard.build import Leaderboard
 from fusionbench.leaderboard.formatting import MISSING, fmt_num, fmt_params, fmt_score, fmt_value
 from fusionbench.leaderboard.render import (
     DEGENERATE,
+    NO_VERDICTS,
     NOT_SIGNIFICANT,
     degenerate_lines,
     memory_sentence,
     rank_text,
     seed_warning,
+    selection_warning,
 )
 from fusionbench.leaderboard.stats import ALPHA
 from fusionbench.leaderboard.table import Method, identity_columns
@@ -53,11 +57,12 @@ def _score(row: Mapping[str, Any], split: str, metric: str) -> str:
 
 
 def _sections(
-    rows: Sequence[Mapping[str, Any]], splits: Sequence[str]
+    rows: Sequence[Mapping[str, Any]], splits: Sequence[str], on_val: bool = False
 ) -> list[tuple[str, list[_Column], list[_Column]]]:
     """(title, identity columns, score columns) per table before width-splitting.
 
     Every table starts with the rank; the identity columns go in the first table of a section only.
+    ``on_val``: a validation table first (score, best epochs, Holm p), the test split for reference.
     """
     identity = [
         _Column(k, [MISSING if r[k] is None else fmt_value(r[k]) for r in rows], text=True)
@@ -67,16 +72,28 @@ def _sections(
     def p_text(p: float | None) -> str:
         return MISSING if p is None else f"{p:.3f}"
 
+    holm_p = _Column("Holm p", [p_text(r["p_vs_top_holm"]) for r in rows])
+    test_scores = [
+        _Column("CIDEr-D", [_score(r, "test", "CIDEr") for r in rows]),
+        _Column("95% CI", [_ci(r, "test") for r in rows]),
+    ]
+    if on_val:
+        first = [
+            (
+                "Validation split: the selection (x100)",
+                identity,
+                [
+                    _Column("val CIDEr-D", [_score(r, "val", "CIDEr") for r in rows]),
+                    _Column("best epoch", [r["val_best_epochs"] or MISSING for r in rows]),
+                    holm_p,
+                ],
+            ),
+            ("Test split (x100): reference only, not used to rank", [], test_scores),
+        ]
+    else:
+        first = [("Test split (x100)", identity, [*test_scores, holm_p])]
     sections = [
-        (
-            "Test split (x100)",
-            identity,
-            [
-                _Column("CIDEr-D", [_score(r, "test", "CIDEr") for r in rows]),
-                _Column("95% CI", [_ci(r, "test") for r in rows]),
-                _Column("Holm p", [p_text(r["p_vs_top_holm"]) for r in rows]),
-            ],
-        ),
+        *first,
         (
             "Test split: other metrics (x100)",
             [],
@@ -145,7 +162,20 @@ def _natural_width(console: Console, table: Table) -> int:
 
 def legend_text(method: Method) -> str:
     """The terminal tables' legend: marks, intervals, columns."""
-    if method.one_seed:
+    if method.on_val and method.one_seed:
+        marks = (
+            "#: rank by validation CIDEr-D of each run's selected checkpoint (best validation epoch); "
+            "test numbers not used; no significance marks (one seed per configuration)"
+        )
+        ci = "95% CI: test only, bootstrap over test images (reference)"
+    elif method.on_val:
+        marks = (
+            "#: rank by validation CIDEr-D of each run's selected checkpoint (best validation epoch); "
+            f"test numbers not used; {NOT_SIGNIFICANT}: tied with #1 (Holm p vs #1 > {ALPHA}, over "
+            f"{method.n_compared} comparisons; Welch's t-test over per-seed validation scores)"
+        )
+        ci = "95% CI: test only, two-level bootstrap of seeds, then test images (reference)"
+    elif method.one_seed:
         marks = "#: rank by test CIDEr-D, no significance marks (one seed per configuration)"
         ci = "95% CI: bootstrap over test images only (no training noise)"
     else:
@@ -156,6 +186,8 @@ def legend_text(method: Method) -> str:
         )
         ci = "95% CI: the same bootstrap (too narrow with few seeds: read it next to the std)"
     degenerate = f"; {DEGENERATE}: degenerate, unranked" if method.n_degenerate else ""
+    if degenerate and method.on_val:
+        degenerate += " (flagged from the test captions' diversity, not a test score)"
     return (
         f"{marks}{degenerate}. Scores: mean ± std over seeds; {ci}. GFLOPs/img: one "
         "teacher-forced forward pass; train img/s: training throughput; ms/image: test decoding with "
@@ -176,10 +208,10 @@ def terminal_tables(
         return []
     rank = _Column("#", [rank_text(r) for r in rows])
     out: list[RenderableType] = []
-    warning = seed_warning(method)
-    if warning:
-        out.append(Text(warning.replace("`", ""), style="bold yellow"))
-    for title, identity, columns in _sections(rows, splits):
+    for warning in (selection_warning(method), seed_warning(method)):
+        if warning:
+            out.append(Text(warning.replace("`", ""), style="bold yellow"))
+    for title, identity, columns in _sections(rows, splits, method.on_val):
         groups: list[list[_Column]] = [[rank, *identity]]
         for column in columns:
             trial = _table(title, [*groups[-1], column])
@@ -192,6 +224,8 @@ def terminal_tables(
     out.append(Text(legend_text(method), style="dim"))
     for line in degenerate_lines(rows):
         out.append(Text(f"{DEGENERATE} {line}", style="dim"))
+    if method.on_val:
+        out.append(Text(NO_VERDICTS))
     for axis, title in AXIS_TITLES.items():
         sentences = [verdict_sentence(v).replace("`", "") for v in verdicts if v.axis == axis]
         if any(sentences):

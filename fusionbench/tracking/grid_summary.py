@@ -148,3 +148,5 @@ def _log_board(run, board, heatmap: str, cost: str) -> None:
             "failed_cells": len(board.failed),
         }
     )
+    if board.method is not None and board.method.on_val:  # a sweep: #1 was chosen on validation
+        run.summary.update({"best/selected_on": "val", "best/val_CIDEr": top.get("val_CIDEr_mean")})
