@@ -529,3 +529,27 @@ def test_encoders_are_registered():
     assert {"cnn", "vit", "regions"} <= set(ENCODERS.names())
     assert ENCODERS.get("vit").obj is ViTEncoder and ENCODERS.get("regions").obj is RegionEncoder
     assert np.isclose(ENCODERS.build(VIT).pixel_mean.flatten()[0].item(), 0.5)  # ViT's own statistics
+
+
+def test_detector_and_dataset_boxes_runs_of_a_seed_start_from_the_same_weights(detector):
+    """The box-source comparison is paired: building (and loading) the frozen detector draws no
+    random numbers, so both models get the same trainable weights and later draws."""
+    cfg = OmegaConf.create(
+        {
+            "d_model": 32,
+            "encoder": REGIONS,
+            "fusion": {"name": "attention"},
+            "decoder": {"name": "transformer"},
+        }
+    )
+    tok = build_tokenizer(cfg, CAPTIONS, 1)
+    built = {}
+    for source in ("dataset", "detector"):
+        cfg.encoder = {**REGIONS, "box_source": source, "detector_checkpoint": str(detector[0])}
+        torch.manual_seed(0)
+        state = build_model(cfg, tok).state_dict()
+        built[source] = ({k: v for k, v in state.items() if ".detector." not in k}, torch.rand(1))
+    (dataset, after_dataset), (with_detector, after_detector) = built["dataset"], built["detector"]
+    assert dataset.keys() == with_detector.keys()
+    assert all(torch.equal(dataset[k], with_detector[k]) for k in dataset)
+    assert torch.equal(after_dataset, after_detector)
