@@ -86,12 +86,15 @@ def _run_grid(args: argparse.Namespace) -> int:
             f"[yellow]interrupted during {summary.interrupted}; run the same command again to resume[/yellow]"
         )
         return 130
-    if args.leaderboard_dir and (summary.completed or summary.skipped):
+    from fusionbench.leaderboard.selection import leaderboard_dir
+
+    out_dir = leaderboard_dir(args.leaderboard_dir, grid.leaderboard)
+    if out_dir and (summary.completed or summary.skipped):
         from fusionbench.leaderboard import build_leaderboard, print_leaderboard
 
         board = build_leaderboard(
             grid.results_dir,
-            out_dir=args.leaderboard_dir,
+            out_dir=out_dir,
             command=_command_line(),
             select_on=grid.leaderboard.select_on,
         )
@@ -545,7 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=int, nargs="+", help="grid seeds, replacing grid.seeds (e.g. --seeds 0 1 2)"
     )
     p.add_argument(
-        "--leaderboard-dir", default="leaderboards", help="where a grid writes its leaderboard ('' = none)"
+        "--leaderboard-dir",
+        default=None,
+        help="where a grid writes its leaderboard ('' = none; default: the grid's grid.leaderboard.dir, "
+        "else leaderboards/)",
     )
     p.set_defaults(func=_cmd_run)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from grids import write_grid
+from omegaconf import OmegaConf
 from rich.console import Console
 
 from fusionbench.errors import ConfigError, FusionbenchError
@@ -337,7 +338,8 @@ def test_grid_leaderboard_select_on_is_the_grids_own_setting(tmp_path):
             {"select_on": "train"},
             r"Invalid value 'train' for grid.leaderboard.select_on.*Allowed values: test, val",
         ),
-        ({"rank_on": "val"}, r"unknown key\(s\) grid.leaderboard.rank_on; valid: select_on"),
+        ({"rank_on": "val"}, r"unknown key\(s\) grid.leaderboard.rank_on; valid: select_on, dir"),
+        ({"dir": ""}, r"grid.leaderboard.dir must be a folder path such as leaderboards/sweep, got ''"),
         ("val", r"grid.leaderboard must be a mapping such as \{select_on: val\}"),
         (None, r"`leaderboard:` belongs inside the `grid:` section"),  # written at the top level
     ],
@@ -356,6 +358,23 @@ def test_bad_leaderboard_setting_fails_before_anything_trains(tmp_path, capsys, 
         assert main(command) == 2
         assert "grid.leaderboard" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing ran, not even the results folder
+
+
+def test_every_grid_besides_the_default_writes_its_leaderboard_to_its_own_folder():
+    """A leaderboard is named after its dataset: a second grid on shapes writing to leaderboards/
+    would replace the default grid's committed leaderboards/shapes.*."""
+    from fusionbench.leaderboard.selection import leaderboard_dir
+
+    experiments = Path(__file__).parent.parent / "experiments"
+    folders = {}
+    for path in sorted(experiments.glob("*.yaml")):
+        if "grid" in (OmegaConf.load(path) or {}):
+            folders[path.name] = leaderboard_dir(None, load_grid(path).leaderboard)
+    assert folders.pop("grid.yaml") == "leaderboards"
+    assert folders and all(f.startswith("leaderboards/") for f in folders.values())
+    assert len(set(folders.values())) == len(folders)  # one folder each
+    settings = load_grid(experiments / "sweep.yaml").leaderboard
+    assert leaderboard_dir("elsewhere", settings) == "elsewhere" and leaderboard_dir("", settings) == ""
 
 
 def test_the_results_folder_records_the_leaderboard_setting(tmp_path):

@@ -44,10 +44,16 @@ class LeaderboardSettings:
 
     ``select_on``: ``test`` ranks by test CIDEr-D (two-level bootstrap over seeds and test images);
     ``val`` ranks by the validation CIDEr-D of each run's selected checkpoint, for sweeps that
-    choose hyper-parameters, and never uses a test number to rank or mark anything.
+    choose hyper-parameters, and never uses a test number to rank or mark anything. ``dir``: the
+    leaderboard's folder when the command line gives none.
     """
 
     select_on: SelectOn = "test"
+    # Where `fusionbench run` writes this grid's leaderboard when no --leaderboard-dir is given
+    # (None: leaderboards/). A leaderboard's files are named after its dataset, so every grid on
+    # `shapes` other than the default one names its own folder, or it would replace
+    # leaderboards/shapes.*, the default grid's committed verdict.
+    dir: str | None = None
 
     @property
     def on_val(self) -> bool:
@@ -70,7 +76,23 @@ def leaderboard_settings(spec: Any, source: str) -> LeaderboardSettings:
         check_choices(LeaderboardSettings, spec, KEY)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
+    folder = spec.get("dir")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise ConfigError(
+            f"{source}: {KEY}.dir must be a folder path such as leaderboards/sweep, got {folder!r}."
+        )
     return LeaderboardSettings(**{k: v for k, v in spec.items() if v is not None})
+
+
+DEFAULT_DIR = "leaderboards"
+
+
+def leaderboard_dir(cli_value: str | None, settings: LeaderboardSettings) -> str:
+    """The folder a grid run writes its leaderboard to: ``--leaderboard-dir`` when given ('' = none),
+    else the grid's ``grid.leaderboard.dir``, else ``leaderboards/``."""
+    if cli_value is not None:
+        return cli_value
+    return settings.dir or DEFAULT_DIR
 
 
 def check_select_on(value: Any, key: str) -> str:
