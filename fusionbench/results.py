@@ -49,6 +49,35 @@ def git_commit() -> str | None:
         return None
 
 
+# The installed packages whose versions change a cell's numbers (initialisation, kernels, data
+# pipeline, seeding, scores): recorded with every cell, shown in the leaderboard's header, and pinned
+# in the repo's constraints.txt so a fresh install reproduces the committed leaderboard bit for bit.
+NUMERICS_PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "pytorch-lightning",
+    "torchmetrics",
+    "numpy",
+    "pillow",
+    "pycocoevalcap",
+)
+
+
+def package_versions(names: tuple[str, ...] = NUMERICS_PACKAGES) -> dict[str, str]:
+    """``{package: installed version}`` (read from the installed metadata, nothing imported)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 class ResultsStore:
     """Append-only JSONL of cell records for one grid."""
 

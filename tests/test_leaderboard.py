@@ -583,3 +583,22 @@ def test_a_grid_without_diagnostics_has_no_diagnostics_section(grid, tmp_path):
     assert "## Diagnostics" not in board.markdown_path.read_text()
     assert _row(board, "attention")["diag_visual_gap"] is None
     assert not (tmp_path / "leaderboards" / "shapes_gap.svg").exists()
+
+
+def test_the_header_names_the_package_versions_the_cells_ran_with():
+    """Numbers depend on library releases: the header says which, as the cells recorded them."""
+    from importlib import metadata
+
+    from fusionbench.leaderboard.load import RunResult
+    from fusionbench.leaderboard.table import packages_item
+    from fusionbench.results import package_versions
+
+    versions = package_versions()
+    assert versions["torch"] == metadata.version("torch") and "timm" in versions and "numpy" in versions
+    same = [RunResult(f"c-s{i}", {"packages": versions}, {}, None) for i in range(2)]
+    assert packages_item(same) == (
+        ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + " (constraints.txt pins them)"
+    )
+    mixed = [*same, RunResult("c-s2", {"packages": {**versions, "timm": "0.0"}}, {}, None)]
+    assert packages_item(mixed).endswith("(cells come from several installs)")
+    assert packages_item([RunResult("c-s0", {}, {}, None)]) == "not recorded"

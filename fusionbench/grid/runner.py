@@ -45,7 +45,7 @@ from fusionbench.grid.spec import config_hash, training_hash
 from fusionbench.logs import log_to_file, quiet_known_noise
 from fusionbench.metrics.coco import serve_meteor, start_meteor
 from fusionbench.naming import components
-from fusionbench.results import ResultsStore, git_commit, now_iso
+from fusionbench.results import ResultsStore, git_commit, now_iso, package_versions
 
 log = logging.getLogger(__name__)
 CELL_LOG = "cell.log"  # in each cell's run folder: Lightning's lines, logging and warnings of the cell
@@ -195,6 +195,7 @@ def _base_record(cell: Cell, action: str = TRAIN) -> dict[str, Any]:
         "components": components(cfg),
         "run_dir": str(_run_dir(cell)),
         "git_commit": git_commit(),
+        "packages": package_versions(),
         "started_at": now_iso(),
     }
 

@@ -392,6 +392,17 @@ SELECTION_ITEM = (
 """The header's ``Selection`` line of a leaderboard ranked on validation."""
 
 
+def packages_item(runs: Sequence[RunResult]) -> str:
+    """The versions of the packages that set the numbers (``results.NUMERICS_PACKAGES``), as the
+    cells recorded them; several sets are named as such (cells from different installs)."""
+    sets = {tuple(sorted(r.record["packages"].items())) for r in runs if r.record.get("packages")}
+    if not sets:
+        return "not recorded"
+    text = "; ".join(", ".join(f"{k} {v}" for k, v in versions) for versions in sorted(sets))
+    note = " (cells come from several installs)" if len(sets) > 1 else " (constraints.txt pins them)"
+    return text + note
+
+
 def header_items(
     *,
     results_dir: Path,
@@ -420,6 +431,7 @@ def header_items(
             if commits
             else "unknown (not recorded)",
         ),
+        ("Packages", packages_item(runs)),
         ("Built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         (
             "Cells",
