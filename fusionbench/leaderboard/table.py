@@ -203,9 +203,7 @@ def aggregate(
             if result.ci:
                 row[f"{split}_CIDEr_ci_over"] = "seeds+images" if result.seeds_resampled else "images"
             if ranks_here:
-                row["p_vs_top"] = result.p_vs_top
-                row["p_vs_top_holm"] = result.p_holm
-                row["not_significant_vs_top"] = result.tied_with_top
+                _set_marks(row, result)
         n_used = len(drawn.ids)
         more = [
             rows[i]["label"]
@@ -244,6 +242,13 @@ def aggregate(
     return ranked, notes, resamples
 
 
+def _set_marks(row: dict[str, Any], result) -> None:
+    """A row's comparison with #1 (a ``stats.Comparison``), from whichever test ranked it."""
+    row["p_vs_top"] = result.p_vs_top
+    row["p_vs_top_holm"] = result.p_holm
+    row["not_significant_vs_top"] = result.tied_with_top
+
+
 def _val_columns(runs: Sequence[RunResult]) -> dict[str, Any]:
     """A val-ranked row's ``val_*`` columns: the seed mean/std of the selected checkpoints' validation
     CIDEr-D, how many seeds recorded one, and each seed's selected (best) epoch, 0-based."""
@@ -265,9 +270,7 @@ def _compare_on_val(
     scores = [[s[0] for r in c.runs if (s := r.selected_val) is not None] for c in configs]
     compared = compare_seed_scores(scores, top=top, compared=ranked_ids)
     for i, (row, result) in enumerate(zip(rows, compared)):
-        row["p_vs_top"] = result.p_vs_top
-        row["p_vs_top_holm"] = result.p_holm
-        row["not_significant_vs_top"] = result.tied_with_top
+        _set_marks(row, result)
         if not scores[i]:
             row_notes[i].append(
                 "val: no validation score recorded (metrics.json val / val_history); ranked last"
