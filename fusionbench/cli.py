@@ -148,6 +148,10 @@ def grid_plan(grid: Grid, action: Callable[[Cell], str] | None = None) -> Render
     legend = [f"{h} = {k}" for h, k in zip(headers, keys) if h != k]
     legend.append(f"hash = the first {HASH_SHOWN} characters of the cell's config hash")
     parts: list[RenderableType] = [table, Text("columns: " + "; ".join(legend), style="dim")]
+    if grid.settings:
+        from fusionbench.leaderboard.table import settings_item
+
+        parts.append(Text("family settings: " + settings_item(grid.settings)))
     if grid.leaderboard.on_val:
         parts.append(Text(VAL_SELECTION))
     if action is not None:

@@ -86,12 +86,18 @@ class ResultsStore:
         self.path = self.folder / "results.jsonl"
 
     def claim(
-        self, grid_name: str, source: Path, force: bool = False, leaderboard: dict[str, Any] | None = None
+        self,
+        grid_name: str,
+        source: Path,
+        force: bool = False,
+        leaderboard: dict[str, Any] | None = None,
+        settings: list[dict[str, Any]] | None = None,
     ) -> None:
         """Mark the folder as this grid's; a folder written by another grid file is an error.
 
         ``leaderboard`` (the grid's ``grid.leaderboard`` settings, plain values) is recorded beside
-        the owner; it does not decide ownership."""
+        the owner, and so are ``settings`` (its ``grid.settings`` rules, which the leaderboard's
+        header names); neither decides ownership."""
         self.folder.mkdir(parents=True, exist_ok=True)
         manifest = self.folder / "grid.json"
         mine = {"grid": grid_name, "source": source.name}
@@ -104,6 +110,8 @@ class ResultsStore:
                     f"(or output_dir=...), or pass --force to take the folder over."
                 )
         extra = {"leaderboard": dict(leaderboard)} if leaderboard is not None else {}
+        if settings:
+            extra["settings"] = [dict(rule) for rule in settings]
         atomic_write_json(manifest, {**mine, **extra, "updated_at": now_iso()})
 
     def append(self, record: dict[str, Any]) -> None:

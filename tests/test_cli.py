@@ -299,12 +299,15 @@ def test_dry_run_table_of_the_default_grid_reads_in_80_columns():
         line.split()[0]: line.split() for line in lines if line.split() and line.split()[0].endswith("-s0")
     }
     assert len(rows) == 27  # one row per cell, none wrapped
-    cell = grid.cells[1]
+    cell = next(c for c in grid.cells[1:] if c.seed == 0)
     assert rows[cell.name][1:] == [*(str(v) for v in cell.assignment.values()), cell.hash[:8]]
     header = next(line for line in lines if line.split()[:1] == ["cell"]).split()
     assert header == ["cell", "encoder", "fusion", "decoder", "seed", "hash"]
-    legend = " ".join(" ".join(lines[-3:]).split())
+    legend = " ".join(
+        " ".join(lines[lines.index(next(ln for ln in lines if ln.startswith("columns:"))) :]).split()
+    )
     assert "encoder = model.encoder.name" in legend and "decoder = model.decoder.name" in legend
+    assert "family settings: encoder vit: optim.lr 0.0005" in legend
 
 
 def test_data_stats_read_in_80_columns(tiny_config):

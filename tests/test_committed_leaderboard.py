@@ -2,8 +2,9 @@
 
 A change that alters numerics (random-number consumption, a default, a layer) silently makes
 ``leaderboards/shapes.*`` stale. This test reruns the cheapest committed cell of the default grid
-for its full budget and compares its test CIDEr-D with the committed number, to the last bit (a
-run is deterministic on CPU for a given config and seed). When it fails, regenerate the
+(its first seed) for its full budget and compares its test CIDEr-D with that seed's committed
+number (``test_CIDEr_by_seed``), to the last bit (a run is deterministic on CPU for a given config
+and seed). When it fails, regenerate the
 leaderboard with the README's main command on an idle machine and commit it.
 """
 
@@ -21,19 +22,30 @@ GRID = ROOT / "experiments" / "grid.yaml"
 REGENERATE = "fusionbench run experiments/grid.yaml  (on an idle machine, at your final commit; then commit leaderboards/)"
 
 
+def first_cell(row: dict[str, str]) -> str:
+    return row["cells"].split()[0].split(";")[0]
+
+
+def seed_score(row: dict[str, str], cell: str) -> float:
+    """The committed test CIDEr-D of one seed's cell of a row (``test_CIDEr_by_seed``)."""
+    by_seed = dict(pair.split(":", 1) for pair in row["test_CIDEr_by_seed"].split(";"))
+    seed = cell.rsplit("-s", 1)[1]
+    return float(by_seed[seed])
+
+
 def cheapest_cell(csv_path: Path) -> dict[str, str]:
     """The committed row that took the least wall time, with the name of its first seed's cell."""
     with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("wall_seconds") and r.get("test_CIDEr_mean")]
+        rows = [r for r in csv.DictReader(f) if r.get("wall_seconds") and r.get("test_CIDEr_by_seed")]
     row = min(rows, key=lambda r: float(r["wall_seconds"]))
-    return {**row, "cell": row["cells"].split()[0].split(";")[0]}
+    return {**row, "cell": first_cell(row)}
 
 
 def stale_message(csv_path: Path, cell: str, produced: float) -> str | None:
     """Why the committed leaderboard does not match ``produced`` for ``cell`` (None when it does)."""
     with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = {r["cells"].split()[0].split(";")[0]: r for r in csv.DictReader(f)}
-    committed = float(rows[cell]["test_CIDEr_mean"])
+        rows = {first_cell(r): r for r in csv.DictReader(f)}
+    committed = seed_score(rows[cell], cell)
     if committed == produced:
         return None
     return (
@@ -72,8 +84,12 @@ def test_a_changed_committed_number_is_caught(rerun, tmp_path):
     with open(tampered, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        if row["cells"].split()[0].split(";")[0] == cell:
-            row["test_CIDEr_mean"] = repr(float(row["test_CIDEr_mean"]) + 1e-6)
+        if first_cell(row) == cell:
+            changed = repr(seed_score(row, cell) + 1e-6)
+            row["test_CIDEr_by_seed"] = ";".join(
+                f"{seed}:{changed if seed == cell.rsplit('-s', 1)[1] else value}"
+                for seed, value in (pair.split(":", 1) for pair in row["test_CIDEr_by_seed"].split(";"))
+            )
     with open(tampered, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

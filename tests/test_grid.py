@@ -47,6 +47,14 @@ def test_product_zip_exclude_include_and_seeds():
         ({"axes": {"a": [1]}, "exclude": [{"b": 1}]}, "not a grid axis"),
         ({"axes": {"a": [1]}, "exclude": [{"a": 5}]}, "not among the axis values"),
         ({"axis": {"a": [1]}}, "grid.axis"),
+        ({"axes": {"a": [1]}, "settings": {"a": 1}}, "grid.settings must be a list"),
+        ({"axes": {"a": [1]}, "settings": [{"when": {"a": 1}}]}, "exactly the keys `when` and `set`"),
+        ({"axes": {"a": [1]}, "settings": [{"when": {"b": 1}, "set": {"c": 2}}]}, "not a grid axis"),
+        (
+            {"axes": {"a": [1]}, "settings": [{"when": {"a": 5}, "set": {"c": 2}}]},
+            "not among the axis values",
+        ),
+        ({"axes": {"a": [1]}, "settings": [{"when": {"a": 1}, "set": {"a": 2}}]}, "varies as an axis"),
     ],
 )
 def test_bad_grid_specs_fail_before_running(spec, pattern):
@@ -314,7 +322,49 @@ def test_the_quick_variant_is_the_default_grid_with_one_seed_and_the_small_budge
     assert {c.seed for c in quick.cells} == {0}
     assert all(c.config.trainer.max_epochs == 4 for c in quick.cells)
     assert all(c.config.trainer.early_stopping.patience is None for c in quick.cells)
+    assert [c.config.optim for c in quick.cells] == [c.config.optim for c in default.cells]  # same settings
     assert quick.results_dir != default.results_dir  # its own results folder
+
+
+def test_family_settings_set_keys_on_matching_cells_only_and_stay_out_of_names(tmp_path):
+    """``grid.settings``: a learning rate for one encoder's cells, not an axis of the grid."""
+    axes = {"axes": {"model.fusion.name": ["early", "late"], "model.decoder.name": ["lstm", "transformer"]}}
+    rules = [
+        {"when": {"model.decoder.name": "transformer"}, "set": {"optim.lr": 5.0e-4, "optim.warmup_steps": 7}},
+        {
+            "when": {"model.decoder.name": "transformer", "model.fusion.name": "late"},
+            "set": {"optim.lr": 1.0e-4},
+        },
+    ]
+    plain = load_grid(write_grid(tmp_path, axes))
+    grid = load_grid(write_grid(tmp_path, {**axes, "settings": rules}))
+    assert [c.name for c in grid.cells] == [c.name for c in plain.cells]  # names: the axes only
+
+    def family(cell):
+        return cell.config.model.fusion.name, cell.config.model.decoder.name
+
+    lr = {family(c): float(c.config.optim.lr) for c in grid.cells}
+    base = float(plain.cells[0].config.optim.lr)
+    assert lr == {
+        ("early", "lstm"): base,
+        ("late", "lstm"): base,
+        ("early", "transformer"): 5e-4,
+        ("late", "transformer"): 1e-4,  # the later rule wins
+    }
+    assert {family(c): c.config.optim.warmup_steps for c in grid.cells}[("late", "transformer")] == 7
+    changed = {family(c) for c, p in zip(grid.cells, plain.cells) if c.hash != p.hash}
+    assert changed == {("early", "transformer"), ("late", "transformer")}  # hashed: they train differently
+    assert grid.settings == rules
+    overridden = load_grid(write_grid(tmp_path, {**axes, "settings": rules}), ["optim.lr=0.003"])
+    assert {float(c.config.optim.lr) for c in overridden.cells} == {0.003}  # the command line wins
+
+
+def test_the_default_grid_trains_vit_encoders_at_their_swept_learning_rate():
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml", seeds=[0])
+    lr = {c.name: float(c.config.optim.lr) for c in grid.cells}
+    assert len(lr) == 27
+    assert {v for k, v in lr.items() if k.startswith("vit-")} == {5e-4}
+    assert {v for k, v in lr.items() if not k.startswith("vit-")} == {2e-3}
 
 
 def test_grid_leaderboard_select_on_is_the_grids_own_setting(tmp_path):

@@ -602,3 +602,20 @@ def test_the_header_names_the_package_versions_the_cells_ran_with():
     mixed = [*same, RunResult("c-s2", {"packages": {**versions, "timm": "0.0"}}, {}, None)]
     assert packages_item(mixed).endswith("(cells come from several installs)")
     assert packages_item([RunResult("c-s0", {}, {}, None)]) == "not recorded"
+
+
+def test_the_header_names_the_grids_family_settings_and_the_csv_keeps_each_seeds_score(grid, tmp_path):
+    """Cells of one grid may train with per-family settings (``grid.settings``): the reader is told
+    which; and every seed's own test CIDEr-D is in the CSV, for re-analysis."""
+    rules = [{"when": {"model.encoder.name": "vit"}, "set": {"optim.lr": 5.0e-4}}]
+    (grid / "grid.json").write_text(json.dumps({"grid": "grid", "source": "grid.yaml", "settings": rules}))
+    board = _build(grid, tmp_path, n_boot=50)
+    md = board.markdown_path.read_text()
+    assert "- Family settings: encoder vit: optim.lr 0.0005 (grid.settings" in md
+    with open(board.markdown_path.with_suffix(".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        pairs = dict(p.split(":", 1) for p in row["test_CIDEr_by_seed"].split(";"))
+        assert sorted(pairs) == sorted(row["seeds"].split(";"))
+        values = [float(v) for v in pairs.values()]
+        assert abs(sum(values) / len(values) - float(row["test_CIDEr_mean"])) < 1e-12

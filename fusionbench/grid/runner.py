@@ -472,7 +472,13 @@ def run_grid(
     console = console or Console(stderr=True)
     quiet_known_noise()
     store = ResultsStore(grid.results_dir)
-    store.claim(grid.name, grid.source, force=force, leaderboard=dataclasses.asdict(grid.leaderboard))
+    store.claim(
+        grid.name,
+        grid.source,
+        force=force,
+        leaderboard=dataclasses.asdict(grid.leaderboard),
+        settings=grid.settings,
+    )
     todo, skipped, resume, reevaluate = plan(grid, store, force)
     summary = GridSummary(skipped=[c.name for c in skipped])
     start = time.perf_counter()

@@ -12,6 +12,8 @@ A grid file is an experiment file with a ``grid:`` section::
         - {model.d_model: [128, 256], loader.batch_size: [32, 64]}
       exclude: [{model.encoder.name: vit, model.fusion.name: late}]   # drop matching cells
       include: [{model.encoder.name: cnn, model.fusion.name: early, optim.lr: 1.0e-4}]  # extra cells
+      settings:                      # per-family settings: set keys on the cells that match `when`
+        - {when: {model.encoder.name: vit}, set: {optim.lr: 5.0e-4}}
       seeds: [0, 1, 2]
       leaderboard: {select_on: val}  # rank on validation (a hyper-parameter sweep); default: test
 
@@ -20,6 +22,10 @@ anything runs, gets a stable readable name (``cnn-attention-lstm-s1``: component
 are, other keys as ``leaf=value``) and a hash of its resolved config, which decides whether a
 finished cell can be skipped when the grid is run again; a cell whose only changes are test-time
 settings (``training_hash``) is re-evaluated from its best checkpoint instead of retrained.
+``grid.settings`` gives settings that belong to a family of cells rather than to an axis (a learning
+rate chosen for ViT encoders by a sweep): they are in the matching cells' configs and hashes but
+not in their names, so the leaderboard still compares encoder x fusion x decoder, each at its own
+tuned defaults; rules apply in order (a later one wins) and command-line overrides win over all.
 ``grid.launcher`` (where cells run) and ``grid.leaderboard`` (which split ranks the leaderboard,
 ``fusionbench.leaderboard.selection``) are the grid's own settings: no cell's config or hash has them.
 """
@@ -79,6 +85,7 @@ class Grid:
     output_dir: Path
     launcher: Any = None  # fusionbench.launchers.LauncherConfig (grid.launcher)
     leaderboard: LeaderboardSettings = field(default_factory=LeaderboardSettings)  # grid.leaderboard
+    settings: list[dict[str, Any]] = field(default_factory=list)  # grid.settings (per-family rules)
 
     @property
     def results_dir(self) -> Path:
@@ -182,10 +189,10 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
     """The assignments (dotted key -> value, plus ``seed``) a grid spec describes, in order."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{source}: `grid:` must be a mapping with axes/zip/include/exclude/seeds.")
-    unknown = set(spec) - {"axes", "zip", "include", "exclude", "seeds"}
+    unknown = set(spec) - {"axes", "zip", "include", "exclude", "seeds", "settings"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, seeds, launcher, leaderboard."
+            f"{source}: unknown key(s) grid.{', grid.'.join(sorted(unknown))}; valid: axes, zip, include, exclude, settings, seeds, launcher, leaderboard."
         )
     axes = spec.get("axes") or {}
     if not isinstance(axes, dict):
@@ -233,6 +240,7 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
                     f"{source}: grid.exclude[{j}] names {k}={v!r}, which is not among the axis values {axis_values[k]}."
                 )
     cells = [c for c in base_cells if not any(all(c.get(k) == v for k, v in ex.items()) for ex in excludes)]
+    _check_settings(spec.get("settings"), axis_values, source)
     includes = spec.get("include") or []
     if not isinstance(includes, list):
         raise ConfigError(f"{source}: grid.include must be a list of partial assignments.")
@@ -251,6 +259,53 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
         raise ConfigError(
             f"{source}: the grid expands to zero cells (every cell is excluded). Loosen grid.exclude."
         )
+    return out
+
+
+def _check_settings(rules: Any, axis_values: dict[str, list], source: str) -> None:
+    """``grid.settings``: a list of ``{when: {axis key: value}, set: {config key: value}}``."""
+    if rules is None:
+        return
+    if not isinstance(rules, list):
+        raise ConfigError(
+            f"{source}: grid.settings must be a list of {{when: {{...}}, set: {{...}}}} rules, "
+            f"e.g. [{{when: {{model.encoder.name: vit}}, set: {{optim.lr: 5.0e-4}}}}]."
+        )
+    for j, rule in enumerate(rules):
+        where = f"{source}: grid.settings[{j}]"
+        if not isinstance(rule, dict) or set(rule) != {"when", "set"}:
+            raise ConfigError(f"{where} must have exactly the keys `when` and `set`, got {rule!r}.")
+        when, values = rule["when"], rule["set"]
+        if not isinstance(when, dict) or not when:
+            raise ConfigError(
+                f"{where}.when must map grid axis keys to values, e.g. {{model.encoder.name: vit}}."
+            )
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"{where}.set must map config keys to values, e.g. {{optim.lr: 5.0e-4}}.")
+        for k, v in when.items():
+            if k not in axis_values:
+                raise ConfigError(
+                    f"{where}.when names '{k}', which is not a grid axis ({', '.join(axis_values) or 'none'})."
+                )
+            if v not in axis_values[k]:
+                raise ConfigError(
+                    f"{where}.when names {k}={v!r}, which is not among the axis values {axis_values[k]}."
+                )
+        clash = sorted(set(values) & set(axis_values))
+        if clash:
+            raise ConfigError(
+                f"{where}.set assigns {', '.join(clash)}, which the grid varies as an axis: a cell's "
+                "axis value and its family setting would disagree. Drop the key from `set` (or the axis)."
+            )
+
+
+def family_settings(rules: list[dict] | None, assignment: dict[str, Any]) -> dict[str, Any]:
+    """The ``grid.settings`` values for one cell: every rule whose ``when`` the cell matches, in
+    order (a later rule wins a key both set)."""
+    out: dict[str, Any] = {}
+    for rule in rules or []:
+        if all(assignment.get(k) == v for k, v in rule["when"].items()):
+            out.update(rule["set"])
     return out
 
 
@@ -315,10 +370,15 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
     cells: list[Cell] = []
     names: dict[str, int] = {}
     hashes: dict[str, dict[str, Any]] = {}
+    rules = spec.get("settings") if isinstance(spec, dict) else None
     for assignment in assignments:
         layer = _nest({k: v for k, v in assignment.items()})
+        family = family_settings(rules, assignment)
+        family_layer = [("grid.settings for " + repr(assignment), _nest(family))] if family else []
         try:
-            cfg = compose([*base_layers, ("grid cell " + repr(assignment), layer), *override_layer])
+            cfg = compose(
+                [*base_layers, ("grid cell " + repr(assignment), layer), *family_layer, *override_layer]
+            )
         except FusionbenchError as err:
             raise type(err)(f"Grid cell {assignment}: {err}") from None
         name = cell_name(assignment, int(cfg.seed))
@@ -343,4 +403,5 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
         output_dir=Path(str(first.output_dir)),
         launcher=launcher,
         leaderboard=leaderboard,
+        settings=[{"when": dict(r["when"]), "set": dict(r["set"])} for r in rules or []],
     )

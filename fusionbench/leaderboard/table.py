@@ -134,6 +134,13 @@ def aggregate(
                 row[f"{split}_{metric}_mean"] = mean
                 row[f"{split}_{metric}_std"] = std
             row[f"{split}_n_seeds"] = len(with_split)
+            # each seed's own score, full precision: for re-analysis, and what the staleness test
+            # compares with a rerun of one seed's cell (``seed:score`` pairs, ``;``-separated)
+            row[f"{split}_CIDEr_by_seed"] = ";".join(
+                f"{r.seed}:{float(r.metrics[split]['CIDEr'])!r}"
+                for r in with_split
+                if r.metrics[split].get("CIDEr") is not None
+            )
             row[f"{split}_CIDEr_ci_lo"] = row[f"{split}_CIDEr_ci_hi"] = row[f"{split}_n_images"] = None
             row[f"{split}_CIDEr_ci_over"] = None
             maps = [load_per_image(r.run_dir, split) for r in with_split]
@@ -450,4 +457,16 @@ def header_items(
     manifest = read_manifest(results_dir)  # the grid runner's: which grid file owns the folder
     if manifest is not None:
         items.insert(2, ("Grid", f"{manifest.get('grid')} (from {manifest.get('source')})"))
+        if manifest.get("settings"):
+            items.insert(3, ("Family settings", settings_item(manifest["settings"])))
     return items
+
+
+def settings_item(rules: Sequence[Mapping[str, Any]]) -> str:
+    """The header's line for a grid's ``grid.settings``: which cells train with which settings."""
+
+    def pairs(mapping: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k.removeprefix('model.').removesuffix('.name')} {v}" for k, v in mapping.items())
+
+    text = "; ".join(f"{pairs(r.get('when') or {})}: {pairs(r.get('set') or {})}" for r in rules)
+    return text + " (grid.settings: per-family defaults, in each cell's config and hash, not in its name)"
