@@ -17,16 +17,19 @@ but the data files and the scorer:
 * decoding: ``generate`` with beam search (``--beam-size``, as our cell's test decoding) on the
   test split; scored by ``fusionbench.metrics.score_files`` against the exported references.
 
-Our side is ``experiments/smoke.yaml`` with ``model.encoder.name=vit model.fusion.name=attention
-model.decoder.name=bert`` at the same data sizes and epochs, run with ``run_experiment``. Note one
-difference of the two loops that matters for a fixed number of epochs: our data module puts all
-five captions of an image in the same step (32 images = 160 captions a step), the peer steps over
-batches of 32 pairs, so it takes 5x more optimiser steps per epoch. The table reports both.
+Our side is the default grid's ``vit-attention-bert`` cell (``experiments/grid.yaml``, its seed
+``--seed``: batch 16, up to ``trainer.max_epochs`` epochs with early stopping, lr 5e-4 for ViT
+encoders, the best validation epoch tested), run as the grid runs it; the peer trains the same
+number of epochs (the grid's maximum, ``--epochs`` overrides) on the same train images and is
+scored on the same test split. Note one difference of the two loops that matters for a fixed
+number of epochs: our data module puts all five captions of an image in the same step (16 images =
+80 captions a step), the peer steps over batches of 32 pairs, so it takes 2.5x more optimiser
+steps per epoch. The table reports both.
 
 Prints a rich table and writes ``benchmarks/results/peer_hf_ved.json``.
 
-    python benchmarks/peer_hf_ved.py                                  # default: smoke sizes, 4 epochs
-    python benchmarks/peer_hf_ved.py --num-train 200 --epochs 1       # quick end-to-end check
+    python benchmarks/peer_hf_ved.py                                  # the default grid's cell and sizes
+    python benchmarks/peer_hf_ved.py --num-train 200 --epochs 1 trainer.max_epochs=1   # quick check
     python benchmarks/peer_hf_ved.py --skip-ours                      # the peer only
 """
 
@@ -252,48 +255,80 @@ def run_peer(args, files: dict[str, Path], console) -> dict:
 
 
 # -- ours ------------------------------------------------------------------------------------------
-def run_ours(args) -> dict:
-    from fusionbench.config import load_config
-    from fusionbench.experiment import run_experiment
+GRID = ROOT / "experiments" / "grid.yaml"
+CELL = "vit-attention-bert"
+
+
+def grid_cell(args, extra: list[str] = ()):
+    """The default grid's ``vit-attention-bert`` cell of seed ``--seed``, with our overrides."""
+    from fusionbench.grid import load_grid
 
     overrides = [
-        "model.encoder.name=vit",
-        "model.fusion.name=attention",
-        "model.decoder.name=bert",
-        f"data.num_train={args.num_train}",
-        f"data.num_val={args.num_val}",
-        f"data.num_test={args.num_test}",
-        f"trainer.max_epochs={args.epochs}",
-        f"decoding.beam_size={args.beam_size}",
-        f"decoding.max_len={args.max_len}",
-        f"seed={args.seed}",
         f"output_dir={args.out / 'runs'}",
-        "name=peer-hf-ved",
         "logger.wandb.mode=disabled",
         "trainer.enable_progress_bar=false",
+        *extra,
         *args.overrides,
     ]
-    cfg = load_config(ROOT / "experiments" / "smoke.yaml", overrides)
-    m = run_experiment(cfg, progress=False)
+    grid = load_grid(GRID, overrides, seeds=[args.seed])
+    (cell,) = [c for c in grid.cells if c.name == f"{CELL}-s{args.seed}"]
+    return cell
+
+
+def grid_sizes(args) -> None:
+    """Unset sizes and epochs come from the grid cell, so both sides see the same data and epochs."""
+    data, trainer = grid_cell(args).config.data, grid_cell(args).config.trainer
+    for name, value in (
+        ("num_train", data.num_train),
+        ("num_val", data.num_val),
+        ("num_test", data.num_test),
+        ("epochs", trainer.max_epochs),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, int(value))
+
+
+def run_ours(args) -> dict:
+    from fusionbench.grid.runner import execute_in_subprocess
+
+    cell = grid_cell(
+        args,
+        [
+            f"data.num_train={args.num_train}",
+            f"data.num_val={args.num_val}",
+            f"data.num_test={args.num_test}",
+            f"decoding.beam_size={args.beam_size}",
+            f"decoding.max_len={args.max_len}",
+        ],
+    )
+    m = execute_in_subprocess(cell, resume=False)  # a fresh process, as the grid runs a cell
     collapse = (m.get("collapse") or {}).get("test") or {}
-    steps = math.ceil(args.num_train / int(cfg.loader.batch_size)) * args.epochs
+    cfg = cell.config
+    epochs = int((m.get("training") or {}).get("epochs_trained") or cfg.trainer.max_epochs)
+    steps = math.ceil(args.num_train / int(cfg.loader.batch_size)) * epochs
     return {
         "test": {k: m["test"][k] for k in m["test"] if k in ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")},
         "val_history": m.get("val_history"),
+        "training": m.get("training"),
         "unique_share": collapse.get("unique_share"),
         "params": (m.get("params") or {}).get("total"),
         "steps": steps,
         "train_seconds": m["cost"]["train_seconds"],
-        "run_dir": str(Path(cfg.output_dir) / "peer-hf-ved"),
+        "cell": cell.name,
+        "lr": float(cfg.optim.lr),
+        "batch_size": int(cfg.loader.batch_size),
+        "run_dir": str(Path(cfg.output_dir) / str(cfg.name) / cell.name),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-train", type=int, default=1000)
-    parser.add_argument("--num-val", type=int, default=100)
-    parser.add_argument("--num-test", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--num-train", type=int, default=None, help="default: the grid cell's")
+    parser.add_argument("--num-val", type=int, default=None, help="default: the grid cell's")
+    parser.add_argument("--num-test", type=int, default=None, help="default: the grid cell's")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="peer epochs; default: the grid cell's max_epochs"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="(image, caption) pairs per peer step")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=50)
@@ -312,6 +347,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="dotlist overrides for our cell")
     args = parser.parse_args()
+    grid_sizes(args)
 
     import torch
     from rich.console import Console
