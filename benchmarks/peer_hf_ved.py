@@ -18,13 +18,13 @@ but the data files and the scorer:
   test split; scored by ``fusionbench.metrics.score_files`` against the exported references.
 
 Our side is the default grid's ``vit-attention-bert`` cell (``experiments/grid.yaml``, its seed
-``--seed``: batch 16, up to ``trainer.max_epochs`` epochs with early stopping, lr 5e-4 for ViT
-encoders, the best validation epoch tested), run as the grid runs it; the peer trains the same
+``--seed``, with the grid's batch size, learning rate (``grid.settings`` included), budget and
+early stopping, the best validation epoch tested), run as the grid runs it; the peer trains the same
 number of epochs (the grid's maximum, ``--epochs`` overrides) on the same train images and is
 scored on the same test split. Note one difference of the two loops that matters for a fixed
-number of epochs: our data module puts all five captions of an image in the same step (16 images =
-80 captions a step), the peer steps over batches of 32 pairs, so it takes 2.5x more optimiser
-steps per epoch. The table reports both.
+number of epochs: our data module puts all five captions of an image in the same step (32 images =
+160 captions a step at batch 32), the peer steps over batches of 32 pairs, so it takes 5x more
+optimiser steps per epoch at that batch size. The table reports both.
 
 Prints a rich table and writes ``benchmarks/results/peer_hf_ved.json``.
 

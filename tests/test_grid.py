@@ -359,8 +359,8 @@ def test_family_settings_set_keys_on_matching_cells_only_and_stay_out_of_names(t
     assert {float(c.config.optim.lr) for c in overridden.cells} == {0.003}  # the command line wins
 
 
-def test_the_default_grid_trains_vit_encoders_at_their_swept_learning_rate():
-    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml", seeds=[0])
+def test_the_converged_grid_trains_vit_encoders_at_their_swept_learning_rate():
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid_converged.yaml", seeds=[0])
     lr = {c.name: float(c.config.optim.lr) for c in grid.cells}
     assert len(lr) == 27
     assert {v for k, v in lr.items() if k.startswith("vit-")} == {5e-4}
