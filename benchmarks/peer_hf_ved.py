@@ -277,7 +277,8 @@ def grid_cell(args, extra: list[str] = ()):
 
 def grid_sizes(args) -> None:
     """Unset sizes and epochs come from the grid cell, so both sides see the same data and epochs."""
-    data, trainer = grid_cell(args).config.data, grid_cell(args).config.trainer
+    config = grid_cell(args).config  # composing the grid once: it validates every cell
+    data, trainer = config.data, config.trainer
     for name, value in (
         ("num_train", data.num_train),
         ("num_val", data.num_val),

@@ -230,16 +230,8 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
             raise ConfigError(
                 f"{source}: grid.exclude[{j}] must be a mapping such as {{model.encoder.name: vit}}."
             )
-        for k, v in ex.items():
-            if k not in axis_values:
-                raise ConfigError(
-                    f"{source}: grid.exclude[{j}] names '{k}', which is not a grid axis ({', '.join(axis_values) or 'none'})."
-                )
-            if v not in axis_values[k]:
-                raise ConfigError(
-                    f"{source}: grid.exclude[{j}] names {k}={v!r}, which is not among the axis values {axis_values[k]}."
-                )
-    cells = [c for c in base_cells if not any(all(c.get(k) == v for k, v in ex.items()) for ex in excludes)]
+        _check_axis_values(ex, axis_values, f"{source}: grid.exclude[{j}]")
+    cells = [c for c in base_cells if not any(_matches(c, ex) for ex in excludes)]
     _check_settings(spec.get("settings"), axis_values, source)
     includes = spec.get("include") or []
     if not isinstance(includes, list):
@@ -262,6 +254,25 @@ def expand(spec: dict, source: str) -> list[dict[str, Any]]:
     return out
 
 
+def _check_axis_values(partial: dict[str, Any], axis_values: dict[str, list], where: str) -> None:
+    """Every key of a partial assignment (``exclude``, a ``settings`` rule's ``when``) is a grid axis
+    and every value one of that axis's values: anything else would silently match no cell."""
+    for k, v in partial.items():
+        if k not in axis_values:
+            raise ConfigError(
+                f"{where} names '{k}', which is not a grid axis ({', '.join(axis_values) or 'none'})."
+            )
+        if v not in axis_values[k]:
+            raise ConfigError(
+                f"{where} names {k}={v!r}, which is not among the axis values {axis_values[k]}."
+            )
+
+
+def _matches(assignment: dict[str, Any], partial: dict[str, Any]) -> bool:
+    """True when a cell's assignment has every key = value of a partial assignment."""
+    return all(assignment.get(k) == v for k, v in partial.items())
+
+
 def _check_settings(rules: Any, axis_values: dict[str, list], source: str) -> None:
     """``grid.settings``: a list of ``{when: {axis key: value}, set: {config key: value}}``."""
     if rules is None:
@@ -282,15 +293,7 @@ def _check_settings(rules: Any, axis_values: dict[str, list], source: str) -> No
             )
         if not isinstance(values, dict) or not values:
             raise ConfigError(f"{where}.set must map config keys to values, e.g. {{optim.lr: 5.0e-4}}.")
-        for k, v in when.items():
-            if k not in axis_values:
-                raise ConfigError(
-                    f"{where}.when names '{k}', which is not a grid axis ({', '.join(axis_values) or 'none'})."
-                )
-            if v not in axis_values[k]:
-                raise ConfigError(
-                    f"{where}.when names {k}={v!r}, which is not among the axis values {axis_values[k]}."
-                )
+        _check_axis_values(when, axis_values, f"{where}.when")
         clash = sorted(set(values) & set(axis_values))
         if clash:
             raise ConfigError(
@@ -304,7 +307,7 @@ def family_settings(rules: list[dict] | None, assignment: dict[str, Any]) -> dic
     order (a later rule wins a key both set)."""
     out: dict[str, Any] = {}
     for rule in rules or []:
-        if all(assignment.get(k) == v for k, v in rule["when"].items()):
+        if _matches(assignment, rule["when"]):
             out.update(rule["set"])
     return out
 
