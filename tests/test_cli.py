@@ -307,6 +307,9 @@ def test_dry_run_table_of_the_default_grid_reads_in_80_columns():
         " ".join(lines[lines.index(next(ln for ln in lines if ln.startswith("columns:"))) :]).split()
     )
     assert "encoder = model.encoder.name" in legend and "decoder = model.decoder.name" in legend
+    text = " ".join(" ".join(lines).split())
+    assert "family settings: encoder vit: optim.lr 0.0005" in text  # the rules, before anything runs
+    assert "decoder bert: trainer.precision bf16-mixed" in text
 
 
 def test_data_stats_read_in_80_columns(tiny_config):

@@ -323,6 +323,7 @@ def test_the_quick_variant_is_the_default_grid_with_one_seed_and_the_small_budge
     assert all(c.config.trainer.max_epochs == 4 for c in quick.cells)
     assert all(c.config.trainer.early_stopping.patience is None for c in quick.cells)
     assert [c.config.optim for c in quick.cells] == [c.config.optim for c in default.cells]  # same settings
+    assert [c.config.trainer.precision for c in quick.cells] == [c.config.trainer.precision for c in default.cells]
     assert quick.results_dir != default.results_dir  # its own results folder
 
 
@@ -359,12 +360,22 @@ def test_family_settings_set_keys_on_matching_cells_only_and_stay_out_of_names(t
     assert {float(c.config.optim.lr) for c in overridden.cells} == {0.003}  # the command line wins
 
 
-def test_the_converged_grid_trains_vit_encoders_at_their_swept_learning_rate():
-    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid_converged.yaml", seeds=[0])
+def test_the_default_grid_trains_each_family_at_its_swept_settings():
+    """ViT encoders at their swept learning rate; Transformer and BERT decoders in bf16 autocast
+    (faster at scores inside the seed spread), the LSTM in fp32 (no faster in bf16)."""
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml")
+    assert len(grid.cells) == 81 and {c.seed for c in grid.cells} == {0, 1, 2}  # 3 seeds by default
     lr = {c.name: float(c.config.optim.lr) for c in grid.cells}
-    assert len(lr) == 27
     assert {v for k, v in lr.items() if k.startswith("vit-")} == {5e-4}
     assert {v for k, v in lr.items() if not k.startswith("vit-")} == {2e-3}
+    precision = {c.config.model.decoder.name: set() for c in grid.cells}
+    for c in grid.cells:
+        precision[c.config.model.decoder.name].add(c.config.trainer.precision)
+    assert precision == {"lstm": {"32-true"}, "transformer": {"bf16-mixed"}, "bert": {"bf16-mixed"}}
+    assert all(c.config.trainer.early_stopping.patience == 3 for c in grid.cells)
+    assert {c.config.data.num_test for c in grid.cells} == {500}
+    fp32 = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml", ["trainer.precision=32-true"])
+    assert {c.config.trainer.precision for c in fp32.cells} == {"32-true"}  # for CPUs without bf16
 
 
 def test_grid_leaderboard_select_on_is_the_grids_own_setting(tmp_path):

@@ -28,6 +28,7 @@ not in their names, so the leaderboard still compares encoder x fusion x decoder
 tuned defaults; rules apply in order (a later one wins) and command-line overrides win over all.
 ``grid.launcher`` (where cells run) and ``grid.leaderboard`` (which split ranks the leaderboard,
 ``fusionbench.leaderboard.selection``) are the grid's own settings: no cell's config or hash has them.
+A grid file whose ``base:`` is another grid file inherits each ``grid:`` key it does not set.
 """
 
 from __future__ import annotations
@@ -349,7 +350,11 @@ def load_grid(path: str | Path, overrides: list[str] = (), seeds: list[int] | No
     for source, layer in layers:
         layer = dict(layer)
         if "grid" in layer:
-            spec = layer.pop("grid")
+            # a grid file extending another grid keeps the base's grid keys it does not set (a
+            # quick variant names its seeds and folder and inherits the axes and settings); a key
+            # it sets replaces the base's whole (axes, settings and seeds are not merged item by item)
+            grid = layer.pop("grid")
+            spec = {**spec, **grid} if isinstance(grid, dict) and isinstance(spec, dict) else grid
             grid_source = source
         if "leaderboard" in layer:  # a grid's own setting, not an experiment key
             raise ConfigError(
