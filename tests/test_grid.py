@@ -323,7 +323,9 @@ def test_the_quick_variant_is_the_default_grid_with_one_seed_and_the_small_budge
     assert all(c.config.trainer.max_epochs == 4 for c in quick.cells)
     assert all(c.config.trainer.early_stopping.patience is None for c in quick.cells)
     assert [c.config.optim for c in quick.cells] == [c.config.optim for c in default.cells]  # same settings
-    assert [c.config.trainer.precision for c in quick.cells] == [c.config.trainer.precision for c in default.cells]
+    assert [c.config.trainer.precision for c in quick.cells] == [
+        c.config.trainer.precision for c in default.cells
+    ]
     assert quick.results_dir != default.results_dir  # its own results folder
 
 
@@ -374,7 +376,9 @@ def test_the_default_grid_trains_each_family_at_its_swept_settings():
     assert precision == {"lstm": {"32-true"}, "transformer": {"bf16-mixed"}, "bert": {"bf16-mixed"}}
     assert all(c.config.trainer.early_stopping.patience == 3 for c in grid.cells)
     assert {c.config.data.num_test for c in grid.cells} == {500}
-    fp32 = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml", ["trainer.precision=32-true"])
+    fp32 = load_grid(
+        Path(__file__).parent.parent / "experiments" / "grid.yaml", ["trainer.precision=32-true"]
+    )
     assert {c.config.trainer.precision for c in fp32.cells} == {"32-true"}  # for CPUs without bf16
 
 

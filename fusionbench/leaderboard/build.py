@@ -87,8 +87,9 @@ def build_leaderboard(
     ``grid.json`` (its ``grid.leaderboard.select_on``), ``test`` when it recorded nothing.
     """
     results_dir = Path(results_dir)
+    manifest = read_manifest(results_dir)
     if select_on is None:
-        select_on = manifest_settings(read_manifest(results_dir), str(results_dir / "grid.json")).select_on
+        select_on = manifest_settings(manifest, str(results_dir / "grid.json")).select_on
     select_on = check_select_on(select_on, "select_on")
     latest, notes = read_results(results_dir)
     runs, load_notes = load_runs(latest, results_dir)
@@ -118,6 +119,7 @@ def build_leaderboard(
         configs=configs,
         latest=latest,
         method=method,
+        manifest=manifest,
     )
     columns = csv_columns(rows)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionbench.leaderboard.diagnostics import DIAGNOSTIC_COLUMNS, diagnostic_means
-from fusionbench.leaderboard.load import Configuration, RunResult, load_per_image, read_manifest
+from fusionbench.leaderboard.load import Configuration, RunResult, load_per_image
 from fusionbench.leaderboard.stats import (
     Resamples,
     compare_resampled,
@@ -421,8 +421,10 @@ def header_items(
     configs: Sequence[Configuration],
     latest: Mapping[str, Mapping[str, Any]],
     method: Method,
+    manifest: Mapping[str, Any] | None,
 ) -> list[tuple[str, str]]:
-    """(label, text) lines describing how the leaderboard was produced."""
+    """(label, text) lines describing how the leaderboard was produced; ``manifest`` is the grid
+    runner's ``grid.json`` (which grid file owns the folder, its family settings), None without one."""
     commits = sorted({str(r.record["git_commit"]) for r in runs if r.record.get("git_commit")})
     seeds = sorted({str(r.seed) for r in runs})
     seed_counts = sorted({len(c.runs) for c in configs})
@@ -454,7 +456,6 @@ def header_items(
         items.insert(-1, ("Selection", SELECTION_ITEM))
     if started and finished:
         items.append(("Ran", f"{started[0]} to {finished[-1]}"))
-    manifest = read_manifest(results_dir)  # the grid runner's: which grid file owns the folder
     if manifest is not None:
         items.insert(2, ("Grid", f"{manifest.get('grid')} (from {manifest.get('source')})"))
         if manifest.get("settings"):
