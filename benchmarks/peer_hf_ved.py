@@ -290,7 +290,7 @@ def grid_sizes(args) -> None:
 
 
 def run_ours(args) -> dict:
-    from fusionbench.grid.runner import execute_in_subprocess
+    from fusionbench.grid.execute import execute_in_subprocess
 
     cell = grid_cell(
         args,

@@ -19,7 +19,7 @@ does not compare fusion methods; time, memory and size belong beside it):
   the process's resident-set high-water mark (Linux ``VmHWM``, reset by ``reset_peak_memory`` where
   the kernel allows it; otherwise ``resource.getrusage``'s ``ru_maxrss`` since the process started).
   A reset cannot give back what earlier work in the same process still holds, so a grid runs each
-  cell in a fresh process (``fusionbench.grid.runner``): the figure is then that cell's, including
+  cell in a fresh process (``fusionbench.grid.execute``): the figure is then that cell's, including
   the interpreter with torch and Lightning imported (a few hundred MiB, the same for every cell).
 """
 

@@ -61,7 +61,7 @@ def rerun(tmp_path_factory):
     As ``fusionbench run`` in a fresh process, as the grid runs each cell: this test process's
     state (e.g. torch's thread count, which other test modules lower) must not change the numbers."""
     from fusionbench.grid import load_grid
-    from fusionbench.grid.runner import execute_in_subprocess
+    from fusionbench.grid.execute import execute_in_subprocess
 
     row = cheapest_cell(COMMITTED)
     out = tmp_path_factory.mktemp("committed")

@@ -75,7 +75,8 @@ def test_a_ddp_grid_cell_runs_as_its_own_command_and_writes_its_results_once(tmp
     from grids import write_grid
 
     from fusionbench.grid import load_grid
-    from fusionbench.grid.runner import needs_own_process, run_grid
+    from fusionbench.grid.execute import needs_own_process
+    from fusionbench.grid.runner import run_grid
 
     path = write_grid(
         tmp_path,

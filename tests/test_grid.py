@@ -159,7 +159,8 @@ def test_dry_run_lists_cells(capsys):
 def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
     from fusionbench.config import load_config
     from fusionbench.experiment import run_experiment
-    from fusionbench.grid.runner import _base_record, plan
+    from fusionbench.grid.execute import base_record
+    from fusionbench.grid.runner import plan
 
     common = [f"output_dir={tmp_path}", "run_name=cell"]
     first = run_experiment(
@@ -177,7 +178,7 @@ def test_interrupted_cell_resumes_from_its_last_checkpoint(tmp_path):
     store = ResultsStore(grid.results_dir)
     cell = grid.cells[0]
     run_experiment(cell.config, progress=False)
-    store.append({**_base_record(cell), "status": "interrupted"})
+    store.append({**base_record(cell), "status": "interrupted"})
     todo, skip, resume, reevaluate = plan(grid, store, force=False)
     assert [c.name for c in todo] == [cell.name] and resume == {cell.name} and not skip and not reevaluate
 

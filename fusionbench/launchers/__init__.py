@@ -1,7 +1,7 @@
 """Where grid cells run: this machine's processes, a SLURM cluster (submitit) or a Ray cluster.
 
 ``fusionbench run grid.yaml --launcher local|slurm|ray``. Every launcher runs the same cell
-function (``fusionbench.grid.runner.run_cell_worker``) and hands back the same results record, so
+function (``fusionbench.grid.execute.run_cell_worker``) and hands back the same results record, so
 the results store, skipping of finished cells, resuming from ``last.ckpt`` and failure isolation
 work identically whatever runs the cells: the grid process (the "driver") submits, waits, and
 appends each record to ``results.jsonl`` itself. A cell whose worker dies (killed, preempted, out
