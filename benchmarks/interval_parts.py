@@ -44,18 +44,19 @@ def parts(config, split: str, n_boot: int) -> dict | None:
     _, std, n = seed_stats(scores)
     if std is None:
         return None
-    widths = []
+    widths, n_images = [], 0
     for run in config.runs:
         per_image = load_per_image(run.run_dir, split)
         ci = bootstrap_ci(per_image, n_boot=n_boot) if per_image else None
         if ci is not None:
             widths.append((ci[1] - ci[0]) / 2)
+            n_images = n_images or len(per_image)
     if not widths:
         return None
     images, seeds = 100 * statistics.fmean(widths), 100 * Z95 * std
     return {
         "n_seeds": n,
-        "n_images": len(load_per_image(config.runs[0].run_dir, split) or {}),
+        "n_images": n_images,
         "images_half_width": images,
         "seeds_half_width": seeds,
         "ratio": images / seeds if seeds > 0 else None,
