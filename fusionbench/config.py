@@ -57,8 +57,10 @@ SCHEDULES: tuple[str, ...] = literal_choices(Schedule)
 #: Lightning's accelerator names (``AcceleratorRegistry`` plus ``auto`` and ``gpu``).
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
 #: Lightning's ``precision`` values (``lightning_fabric``'s ``_PRECISION_INPUT``), as strings: YAML's
-#: ``precision: 16`` arrives as ``"16"``.
+#: ``precision: 16`` arrives as ``"16"``; plus ours, ``bf16-mixed-if-native`` (``bf16-mixed`` where the
+#: hardware multiplies bf16 natively, else ``32-true``: ``fusionbench.numerics``).
 PRECISIONS: tuple[str, ...] = (
+    "bf16-mixed-if-native",
     "transformer-engine",
     "transformer-engine-float16",
     "16-true",
@@ -127,7 +129,8 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainerConfig:
     """Passed to Lightning's ``Trainer``: ``accelerator``/``devices``/``num_nodes``/``strategy``
-    (``ddp``, ``fsdp``, ...) and ``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``) scale one
+    (``ddp``, ``fsdp``, ...) and ``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``; our
+    ``bf16-mixed-if-native`` is ``bf16-mixed`` where bf16 is native, else ``32-true``) scale one
     run over several devices; metrics are synced across processes and only rank 0 writes."""
 
     max_epochs: Annotated[int, Range(ge=1, note="0 epochs would score an untrained model")] = 10

@@ -42,6 +42,7 @@ from fusionbench.metrics.collapse import caption_collapse
 from fusionbench.model import build_model, build_tokenizer
 from fusionbench.module import CaptionModule
 from fusionbench.naming import components
+from fusionbench.numerics import numerics_report, resolve_precision
 from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates, best_checkpoint
@@ -260,7 +261,8 @@ def _write_evaluation_files(run_dir: Path, module: CaptionModule) -> None:
 
 
 def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The ``pl.Trainer`` arguments that place a run on devices (``trainer.*``, passed through)."""
+    """The ``pl.Trainer`` arguments that place a run on devices (``trainer.*``, passed through;
+    ``bf16-mixed-if-native`` resolved for this host by ``fusionbench.numerics``)."""
     tc = cfg.trainer
     devices = tc.devices
     if OmegaConf.is_config(devices):
@@ -270,7 +272,7 @@ def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
         devices=devices,
         num_nodes=int(tc.get("num_nodes", 1)),
         strategy=str(tc.get("strategy", "auto")),
-        precision=tc.precision,
+        precision=resolve_precision(str(tc.precision), str(tc.accelerator)),
     )
 
 
@@ -470,6 +472,7 @@ def _run_experiment(
         "features": features,
     }
     metrics["training"] = training
+    metrics["numerics"] = numerics_report(str(tc.precision), str(tc.accelerator))
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
     if scst is not None:
         metrics.update(scst.blocks())

@@ -57,6 +57,14 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
         "decoder": "lstm",
     }
     assert metrics["cost"]["inference_ms_per_image"]["test"] > 0
+    import torch
+
+    assert metrics["numerics"] == {  # what reproducing these numbers bit for bit needs of a host
+        "precision": "32-true",
+        "configured_precision": "32-true",
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "bf16_native": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    }
     preds = json.loads((run / "predictions.json").read_text())
     assert len(preds) == 8 and all(set(p) == {"image_id", "caption"} for p in preds)
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))

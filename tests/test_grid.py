@@ -365,7 +365,8 @@ def test_family_settings_set_keys_on_matching_cells_only_and_stay_out_of_names(t
 
 def test_the_default_grid_trains_each_family_at_its_swept_settings():
     """ViT encoders at their swept learning rate; Transformer and BERT decoders in bf16 autocast
-    (faster at scores inside the seed spread), the LSTM in fp32 (no faster in bf16)."""
+    where bf16 is native (faster at scores inside the seed spread; emulated, ~10x slower, so fp32
+    elsewhere), the LSTM in fp32 (no faster in bf16)."""
     grid = load_grid(Path(__file__).parent.parent / "experiments" / "grid.yaml")
     assert len(grid.cells) == 81 and {c.seed for c in grid.cells} == {0, 1, 2}  # 3 seeds by default
     lr = {c.name: float(c.config.optim.lr) for c in grid.cells}
@@ -374,7 +375,8 @@ def test_the_default_grid_trains_each_family_at_its_swept_settings():
     precision = {c.config.model.decoder.name: set() for c in grid.cells}
     for c in grid.cells:
         precision[c.config.model.decoder.name].add(c.config.trainer.precision)
-    assert precision == {"lstm": {"32-true"}, "transformer": {"bf16-mixed"}, "bert": {"bf16-mixed"}}
+    native = {"bf16-mixed-if-native"}
+    assert precision == {"lstm": {"32-true"}, "transformer": native, "bert": native}
     assert all(c.config.trainer.early_stopping.patience == 3 for c in grid.cells)
     assert {c.config.data.num_test for c in grid.cells} == {500}
     fp32 = load_grid(

@@ -30,7 +30,17 @@ from fusionbench.results import git_commit, now_iso, package_versions
 
 log = logging.getLogger(__name__)
 CELL_LOG = "cell.log"  # in each cell's run folder: Lightning's lines, logging and warnings of the cell
-SUMMARY_KEYS = ("val", "test", "test_novel", "params", "cost", "training", "components", "decoding")
+SUMMARY_KEYS = (
+    "val",
+    "test",
+    "test_novel",
+    "params",
+    "cost",
+    "training",
+    "components",
+    "decoding",
+    "numerics",
+)
 # What a cell attempt does (the record's ``action``): train (or resume), or test a trained checkpoint.
 TRAIN = "train"
 REEVALUATE = "re-evaluate"

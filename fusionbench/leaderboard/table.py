@@ -34,6 +34,7 @@ from fusionbench.leaderboard.stats import (
     two_level_bootstrap,
 )
 from fusionbench.metrics.keys import METRIC_KEYS
+from fusionbench.numerics import numerics_label, numerics_summary
 
 IDENTITY_KEYS = ("dataset", "encoder", "fusion", "decoder")
 _RESERVED = {
@@ -53,6 +54,7 @@ _RESERVED = {
     "gflops_per_image",
     "peak_memory_mb",
     "wall_seconds",
+    "numerics",
 }
 
 
@@ -167,6 +169,8 @@ def aggregate(
                 (_cost(r).get("inference_ms_per_image") or {}).get(split) for r in config.runs
             )
         row["wall_seconds"] = mean_of(r.record.get("wall_seconds") for r in config.runs)
+        labels = {numerics_label(r.metrics.get("numerics")) for r in config.runs} - {None}
+        row["numerics"] = ";".join(sorted(labels)) or None  # CPU kernels + precision (fusionbench.numerics)
         row.update(diagnostic_means(config.runs))  # diag_* columns (fusionbench.leaderboard.diagnostics)
         row["cells"] = ";".join(r.name for r in config.runs)
         row["label"] = config.label
@@ -444,6 +448,7 @@ def header_items(
             else "unknown (not recorded)",
         ),
         ("Packages", packages_item(runs)),
+        ("Numerics", numerics_summary(r.metrics.get("numerics") for r in runs)),
         ("Built", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         (
             "Cells",
