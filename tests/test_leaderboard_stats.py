@@ -558,7 +558,10 @@ def test_default_ranking_on_test_is_unchanged(tmp_path):
     board = _board(tmp_path, cells, seeds=(0,))
     assert [r["encoder"] for r in board.rows] == ["cnn", "vit", "regions"] and not board.method.on_val
     with (committed / "shapes.csv").open(newline="") as f:
-        assert board.columns == next(csv.reader(f))
+        columns = next(csv.reader(f))
+    if "numerics" not in columns:  # a committed leaderboard older than the column gets it when regenerated
+        columns.insert(columns.index("wall_seconds") + 1, "numerics")
+    assert board.columns == columns
     md, page = board.markdown_path.read_text(), board.html_path.read_text()
     committed_md = (committed / "shapes.md").read_text()
     header = next(ln for ln in md.splitlines() if ln.startswith("| rank"))
@@ -577,3 +580,35 @@ def test_default_ranking_on_test_is_unchanged(tmp_path):
     )
     for a, b in zip(board.paths, explicit.paths):
         assert without_built(a) == without_built(b)
+
+
+def test_the_top_three_are_compared_pairwise_and_a_swappable_pair_is_tied(tmp_path):
+    """#1 leads clearly; #2 and #3 are 1 point apart with seeds spread by 10: a rerun may swap them,
+    and the page must say so (the table alone compares each with #1 only)."""
+    cells = {
+        ("cnn", "attention", "lstm"): [0.90, 0.91, 0.89],
+        ("cnn", "late", "lstm"): [0.66, 0.56, 0.61],
+        ("cnn", "early", "lstm"): [0.55, 0.65, 0.60],
+        ("vit", "early", "lstm"): [0.30, 0.31, 0.29],
+    }
+    board = _board(tmp_path, cells, n_boot=1000)
+    pairs = {(c.higher, c.lower): c for c in board.podium}
+    assert set(pairs) == {(1, 2), (1, 3), (2, 3)}  # the top 3 only: rank 4 is in no pair
+    assert pairs[(1, 2)].labels == ("cnn-attention-lstm", "cnn-late-lstm")
+    assert not pairs[(1, 2)].tied and not pairs[(1, 3)].tied
+    assert pairs[(2, 3)].tied and pairs[(2, 3)].ci[0] < 0 < pairs[(2, 3)].ci[1]
+    assert pairs[(2, 3)].diff == pytest.approx(0.01)
+    # Holm over the 3 pairs: the largest raw p is not adjusted, the smallest is tripled (capped at 1).
+    raw = sorted(c.p for c in board.podium)
+    assert max(c.p_holm for c in board.podium) == pytest.approx(raw[-1])
+    md = board.markdown_path.read_text()
+    assert "## Top 3, pairwise" in md
+    assert "#2 `cnn-late-lstm` − #3 `cnn-early-lstm`: 1.0 [" in md and "tied (a rerun may swap them)" in md
+    assert "Tied pairs among the top 3: #2/#3." in md
+    assert "Top 3, pairwise" in board.html_path.read_text()
+
+
+def test_no_pairwise_top_three_with_one_seed(tmp_path):
+    cells = {("cnn", f, "lstm"): [level] for f, level in (("attention", 0.9), ("late", 0.6), ("early", 0.5))}
+    board = _board(tmp_path, cells, seeds=(0,))
+    assert board.podium == [] and "## Top 3, pairwise" not in board.markdown_path.read_text()

@@ -20,6 +20,7 @@ from fusionbench.leaderboard.load import (
     validation_histories,
 )
 from fusionbench.leaderboard.plots import cost_svg, heatmap_svg, val_curves_svg
+from fusionbench.leaderboard.podium import PairContrast, podium_contrasts, podium_sentences
 from fusionbench.leaderboard.render import render_csv, render_html, render_markdown
 from fusionbench.leaderboard.selection import check_select_on, manifest_settings
 from fusionbench.leaderboard.table import (
@@ -41,7 +42,8 @@ class Leaderboard:
     ``columns`` their keys in CSV order; ``summaries`` the per-level summary of every axis
     (``fusion_summary`` is ``summaries["fusion"]``); ``verdicts`` the per-axis, per-split verdicts
     (none when ranked on validation: a sweep compares settings, and its test numbers decide nothing);
-    ``method`` how the numbers were made (seeds, resamples, Holm family, memory source).
+    ``method`` how the numbers were made (seeds, resamples, Holm family, memory source);
+    ``podium`` every pair of the top 3 on test compared (``fusionbench.leaderboard.podium``).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Leaderboard:
     summaries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     verdicts: list[AxisVerdict] = field(default_factory=list)
     method: Method | None = None
+    podium: list[PairContrast] = field(default_factory=list)
 
     @property
     def paths(self) -> list[Path]:
@@ -111,6 +114,7 @@ def build_leaderboard(
     failed = not_completed(latest)
     summaries = {axis: axis_summary(rows, splits, axis) for axis in AXES}
     verdicts = axis_verdicts(rows, resamples, splits) if select_on == "test" else []
+    podium = podium_contrasts(rows, resamples["test"]) if select_on == "test" and "test" in resamples else []
     method = method_of(rows, configs, n_boot=n_boot, seed=seed, select_on=select_on)
     items = header_items(
         results_dir=results_dir,
@@ -139,6 +143,7 @@ def build_leaderboard(
         verdicts=verdicts,
         notes=notes,
         method=method,
+        podium=podium_sentences(podium),
     )
     atomic_write_text(md_path, render_markdown(**common))
     atomic_write_text(csv_path, render_csv(rows, columns))
@@ -174,4 +179,5 @@ def build_leaderboard(
         summaries=summaries,
         verdicts=verdicts,
         method=method,
+        podium=podium,
     )

@@ -25,6 +25,7 @@ from fusionbench.leaderboard.diagnostics import (
 )
 from fusionbench.leaderboard.diagnostics import diagnostics_table, has_diagnostics
 from fusionbench.leaderboard.formatting import MISSING, esc, fmt_num, fmt_params, fmt_score, fmt_value
+from fusionbench.leaderboard.podium import PODIUM_CAPTION, TOP_K
 from fusionbench.leaderboard.stats import ALPHA
 from fusionbench.leaderboard.table import Method, identity_columns
 from fusionbench.leaderboard.verdict import (
@@ -307,8 +308,10 @@ def render_markdown(
     verdicts: Sequence[AxisVerdict],
     notes: Sequence[str],
     method: Method,
+    podium: Sequence[str] = (),
 ) -> str:
-    """The Markdown page: provenance, the ranked table and its legend, notes, the per-axis verdicts."""
+    """The Markdown page: provenance, the ranked table and its legend, notes, the top configurations
+    compared pairwise (``podium``: ``podium.podium_sentences``), the per-axis verdicts."""
     out = [f"# Leaderboard: {title}", ""]
     out += [f"- {label}: {text}" for label, text in items]
     if failed:
@@ -331,6 +334,12 @@ def render_markdown(
         )
     if notes:
         out += ["Notes:", ""] + [f"- {_md_escape(n)}" for n in notes] + [""]
+    if podium:
+        out += (
+            [f"## Top {TOP_K}, pairwise", "", PODIUM_CAPTION, ""]
+            + [f"- {_md_escape(t)}" for t in podium]
+            + [""]
+        )
     diagnostics = has_diagnostics(rows)
     if diagnostics:
         out += ["## Diagnostics", "", DIAGNOSTICS_CAPTION, "", markdown_table(*diagnostics_table(rows)), ""]
@@ -461,6 +470,7 @@ def render_html(
     cost: str,
     curves: str | None = None,
     gap: str | None = None,
+    podium: Sequence[str] = (),
 ) -> str:
     """The HTML page: the Markdown page's content with sortable tables and the inline SVG plots."""
     header, body = display_table(rows, splits, on_val=method.on_val)
@@ -490,6 +500,13 @@ def render_html(
     notes_html = (
         ('<p><b>Notes</b></p><ul class="note">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         if notes
+        else ""
+    )
+    podium_html = (
+        f"<h2>Top {TOP_K}, pairwise</h2><p>{esc(PODIUM_CAPTION)}</p><ul>"
+        + "".join(f"<li>{esc(t.replace('`', ''))}</li>" for t in podium)
+        + "</ul>"
+        if podium
         else ""
     )
     diagnostics_html = (
@@ -537,6 +554,7 @@ def render_html(
 <p class="note">{esc(legend_line(method))} Click a column header to sort.</p>
 {degenerate_html}
 {notes_html}
+{podium_html}
 {diagnostics_html}
 {"".join(sections)}
 <h2>Test CIDEr-D by encoder × fusion, per decoder</h2>

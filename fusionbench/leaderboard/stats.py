@@ -121,7 +121,7 @@ def bootstrap_ci(
     if len(ids) < 2 or n_boot < 1:
         return None
     values = np.array([per_image[i] for i in ids], dtype=float)
-    return _percentiles(values[bootstrap_indices(len(ids), n_boot, seed)].mean(axis=1), level)
+    return percentiles(values[bootstrap_indices(len(ids), n_boot, seed)].mean(axis=1), level)
 
 
 def paired_bootstrap_p(
@@ -158,7 +158,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(values, [tail, 100 - tail])
     return float(lo), float(hi)
@@ -267,7 +267,7 @@ def compare_resampled(
         out.append(
             Comparison(
                 n_images=len(res.ids) if means is not None else None,
-                ci=_percentiles(means, level) if means is not None else None,
+                ci=percentiles(means, level) if means is not None else None,
                 p_vs_top=raw.get(i),
                 tied_with_top=None if i not in adjusted else adjusted[i] > alpha,
                 p_holm=adjusted.get(i),
@@ -410,7 +410,7 @@ def compare_levels(
             LevelContrast(
                 level=name,
                 diff=means[best] - means[name],
-                ci=_percentiles(boot[best] - boot[name], level),
+                ci=percentiles(boot[best] - boot[name], level),
                 p=p,
                 p_holm=p_adj,
             )
