@@ -606,6 +606,7 @@ def test_the_top_three_are_compared_pairwise_and_a_swappable_pair_is_tied(tmp_pa
     assert "#2 `cnn-late-lstm` − #3 `cnn-early-lstm`: 1.0 [" in md and "tied (a rerun may swap them)" in md
     assert "Tied pairs among the top 3: #2/#3." in md
     assert "Top 3, pairwise" in board.html_path.read_text()
+    assert "Tied pairs among the top 3: #2/#3." in _printed(board).replace("\n", " ")
 
 
 def test_no_pairwise_top_three_with_one_seed(tmp_path):

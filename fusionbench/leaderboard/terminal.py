@@ -25,6 +25,7 @@ from rich.text import Text
 
 from fusionbench.leaderboard.build import Leaderboard
 from fusionbench.leaderboard.formatting import MISSING, fmt_num, fmt_params, fmt_score, fmt_value
+from fusionbench.leaderboard.podium import TOP_K, podium_sentences
 from fusionbench.leaderboard.render import (
     DEGENERATE,
     NO_VERDICTS,
@@ -202,8 +203,10 @@ def terminal_tables(
     method: Method,
     console: Console,
     verdicts: Sequence[AxisVerdict] = (),
+    podium: Sequence[str] = (),
 ) -> list[RenderableType]:
-    """The leaderboard as tables no wider than ``console.width``, then their legend and the verdicts."""
+    """The leaderboard as tables no wider than ``console.width``, then their legend, the top
+    configurations compared pairwise (``podium.podium_sentences``) and the verdicts."""
     if not rows:
         return []
     rank = _Column("#", [rank_text(r) for r in rows])
@@ -224,6 +227,9 @@ def terminal_tables(
     out.append(Text(legend_text(method), style="dim"))
     for line in degenerate_lines(rows):
         out.append(Text(f"{DEGENERATE} {line}", style="dim"))
+    if podium:
+        out.append(Text(f"Top {TOP_K}, pairwise (x100, Holm over the pairs):", style="bold"))
+        out += [Text(f"  {t.replace('`', '')}") for t in podium]
     if method.on_val:
         out.append(Text(NO_VERDICTS))
     for axis, title in AXIS_TITLES.items():
@@ -240,6 +246,11 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
         n_boot=board.n_boot, seed=0, seed_counts=(), n_compared=0, n_degenerate=0, memory_sources=()
     )
     for renderable in terminal_tables(
-        board.rows, board.splits, method=method, console=console, verdicts=board.verdicts
+        board.rows,
+        board.splits,
+        method=method,
+        console=console,
+        verdicts=board.verdicts,
+        podium=podium_sentences(board.podium),
     ):
         console.print(renderable)
