@@ -472,7 +472,7 @@ def _run_experiment(
         "features": features,
     }
     metrics["training"] = training
-    metrics["numerics"] = numerics_report(str(tc.precision), str(tc.accelerator))
+    metrics["numerics"] = numerics_report(str(tc.precision), str(tc.accelerator), device)
     metrics["checkpoint"] = str(Path(checkpoint.best_model_path).name) if checkpoint.best_model_path else None
     if scst is not None:
         metrics.update(scst.blocks())

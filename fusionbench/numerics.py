@@ -49,27 +49,42 @@ def cpu_kernels() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-def numerics_report(precision: str, accelerator: str) -> dict[str, Any]:
-    """``metrics.json["numerics"]``: what this run's numbers were computed with on this host."""
-    return {
+def numerics_report(precision: str, accelerator: str, device: Any = "cpu") -> dict[str, Any]:
+    """``metrics.json["numerics"]``: what this run's numbers were computed with on this host;
+    ``device`` is the run's root device (a GPU run also records the GPU's name)."""
+    import torch
+
+    kind = torch.device(device).type
+    report = {
         "precision": resolve_precision(precision, accelerator),
         "configured_precision": precision,
+        "device": kind,
         "cpu_kernels": cpu_kernels(),
         "bf16_native": bf16_native(accelerator),
     }
+    if kind == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return report
 
 
 def numerics_label(report: Mapping[str, Any] | None) -> str | None:
-    """A short label of a run's numerics (``AVX2 32-true``), the leaderboard's ``numerics`` column."""
+    """A short label of a run's numerics, the leaderboard's ``numerics`` column: the CPU kernel set
+    and precision (``AVX2 32-true``), or for a GPU run the GPU and precision."""
     if not report:
         return None
+    if report.get("device", "cpu") != "cpu":
+        return f"{report.get('gpu') or report.get('device')} {report.get('precision')}"
     return f"{report.get('cpu_kernels')} {report.get('precision')}"
 
 
 def numerics_summary(reports: Iterable[Mapping[str, Any] | None]) -> str:
     """The leaderboard header's ``Numerics`` line: which kernels and precisions its cells ran with."""
     reports = list(reports)
-    kernels = Counter(str(r.get("cpu_kernels")) for r in reports if r)
+    kernels = Counter(
+        str(r.get("cpu_kernels")) if r.get("device", "cpu") == "cpu" else str(r.get("gpu") or r.get("device"))
+        for r in reports
+        if r
+    )
     precisions = Counter(str(r.get("precision")) for r in reports if r)
     if not kernels:
         return "not recorded"
@@ -79,7 +94,7 @@ def numerics_summary(reports: Iterable[Mapping[str, Any] | None]) -> str:
 
     missing = sum(1 for r in reports if not r)
     return (
-        f"CPU kernels {counted(kernels)}; precision {counted(precisions)}"
+        f"CPU kernels (GPU for a GPU run) {counted(kernels)}; precision {counted(precisions)}"
         + (f"; {missing} cells did not record theirs" if missing else "")
         + ". A rerun reproduces these numbers bit for bit on a host with the same CPU kernels"
         " (`torch.backends.cpu.get_cpu_capability()`) and precision; on another, training rounds"

@@ -62,6 +62,7 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
     assert metrics["numerics"] == {  # what reproducing these numbers bit for bit needs of a host
         "precision": "32-true",
         "configured_precision": "32-true",
+        "device": "cpu",
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "bf16_native": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
     }

@@ -36,7 +36,13 @@ def test_the_leaderboards_numerics_line_counts_kernels_and_precisions():
         None,
     ]
     line = numerics.numerics_summary(reports)
-    assert line.startswith("CPU kernels AVX2 (3 cells); precision 32-true (2 cells), bf16-mixed (1 cells)")
+    assert line.startswith(
+        "CPU kernels (GPU for a GPU run) AVX2 (3 cells); precision 32-true (2 cells), bf16-mixed (1 cells)"
+    )
     assert "1 cells did not record theirs" in line and "bit for bit" in line
     assert numerics.numerics_summary([None]) == "not recorded"
     assert numerics.numerics_label(reports[1]) == "AVX2 bf16-mixed"
+    gpu = {"device": "cuda", "gpu": "NVIDIA H200", "cpu_kernels": "AVX2", "precision": "bf16-mixed"}
+    assert (
+        numerics.numerics_label(gpu) == "NVIDIA H200 bf16-mixed"
+    )  # a GPU run: the CPU's kernels don't set it
