@@ -67,24 +67,25 @@ def numerics_report(precision: str, accelerator: str, device: Any = "cpu") -> di
     return report
 
 
+def _hardware(report: Mapping[str, Any]) -> str:
+    """What set a run's rounding: the CPU kernel set, or for a GPU run the GPU."""
+    if report.get("device", "cpu") != "cpu":
+        return str(report.get("gpu") or report.get("device"))
+    return str(report.get("cpu_kernels"))
+
+
 def numerics_label(report: Mapping[str, Any] | None) -> str | None:
     """A short label of a run's numerics, the leaderboard's ``numerics`` column: the CPU kernel set
     and precision (``AVX2 32-true``), or for a GPU run the GPU and precision."""
     if not report:
         return None
-    if report.get("device", "cpu") != "cpu":
-        return f"{report.get('gpu') or report.get('device')} {report.get('precision')}"
-    return f"{report.get('cpu_kernels')} {report.get('precision')}"
+    return f"{_hardware(report)} {report.get('precision')}"
 
 
 def numerics_summary(reports: Iterable[Mapping[str, Any] | None]) -> str:
     """The leaderboard header's ``Numerics`` line: which kernels and precisions its cells ran with."""
     reports = list(reports)
-    kernels = Counter(
-        str(r.get("cpu_kernels")) if r.get("device", "cpu") == "cpu" else str(r.get("gpu") or r.get("device"))
-        for r in reports
-        if r
-    )
+    kernels = Counter(_hardware(r) for r in reports if r)
     precisions = Counter(str(r.get("precision")) for r in reports if r)
     if not kernels:
         return "not recorded"

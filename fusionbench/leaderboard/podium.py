@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-import numpy as np
-
-from fusionbench.leaderboard.stats import ALPHA, TIE_TOLERANCE, Resamples, holm, percentiles
+from fusionbench.leaderboard.stats import ALPHA, Resamples, holm, percentiles, share_not_ahead
 
 TOP_K = 3
 
@@ -48,10 +46,10 @@ def podium_contrasts(
     ``table.aggregate`` returns them); empty when fewer than two of them have multi-seed draws."""
     top = [i for i, r in enumerate(rows) if r.get("rank") is not None][:k]
     usable = [i for i in top if res.means[i] is not None and res.n_seeds[i] > 1]
-    if len(usable) < 2 or len(usable) < len(top):
+    if len(top) < 2 or usable != top:  # a one-seed or unscored row among them: no pairwise claims
         return []
     pairs = list(combinations(usable, 2))
-    raw = [float(np.mean(res.means[a] - res.means[b] <= TIE_TOLERANCE)) for a, b in pairs]
+    raw = [share_not_ahead(res.means[a] - res.means[b]) for a, b in pairs]  # type: ignore[operator]
     return [
         PairContrast(
             higher=int(rows[a]["rank"]),

@@ -72,6 +72,12 @@ TIE_TOLERANCE = 1e-12
 """A resampled difference this close to zero counts as "not better" (float rounding of equal means)."""
 
 
+def share_not_ahead(differences: np.ndarray) -> float:
+    """The one-sided bootstrap p of every comparison here: the share of resampled differences
+    (the leader minus the other) that are not above zero (``TIE_TOLERANCE``)."""
+    return float(np.mean(differences <= TIE_TOLERANCE))
+
+
 def seed_stats(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
     """(mean, sample std with ddof=1 or None for one value, count), ignoring None/NaN values."""
     clean = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(float(v))]
@@ -138,7 +144,7 @@ def paired_bootstrap_p(
         return None
     diff = np.array([top[i] - other[i] for i in ids], dtype=float)
     resampled = diff[bootstrap_indices(len(ids), n_boot, seed)].mean(axis=1)
-    return float(np.mean(resampled <= TIE_TOLERANCE))
+    return share_not_ahead(resampled)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -259,7 +265,7 @@ def compare_resampled(
         for i in sorted(candidates - {top}):
             other = res.means[i]
             if other is not None and res.n_seeds[i] > 1:
-                raw[i] = float(np.mean(top_means - other <= TIE_TOLERANCE))
+                raw[i] = share_not_ahead(top_means - other)
     adjusted = dict(zip(raw, holm(list(raw.values()))))
     out = []
     for i in range(n):
@@ -403,7 +409,7 @@ def compare_levels(
     boot = {name: np.mean([res.means[i] for i in idx], axis=0) for name, idx in usable.items()}
     best = max(sorted(means), key=lambda name: means[name])
     others = [name for name in sorted(means) if name != best]
-    raw = [float(np.mean(boot[best] - boot[name] <= TIE_TOLERANCE)) for name in others]
+    raw = [share_not_ahead(boot[best] - boot[name]) for name in others]
     adjusted = holm(raw)
     contrasts = sorted(
         (
