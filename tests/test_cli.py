@@ -59,12 +59,22 @@ def test_run_writes_config_metrics_predictions_and_checkpoint(tiny_run):
     assert metrics["cost"]["inference_ms_per_image"]["test"] > 0
     import torch
 
+    from fusionbench.numerics import numerics_fingerprint
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(metrics["numerics"]["threads"])  # the fingerprint depends on it
+    try:
+        fingerprint = numerics_fingerprint("32-true")
+    finally:
+        torch.set_num_threads(threads)
     assert metrics["numerics"] == {  # what reproducing these numbers bit for bit needs of a host
         "precision": "32-true",
         "configured_precision": "32-true",
         "device": "cpu",
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "bf16_native": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+        "threads": metrics["numerics"]["threads"],
+        "fingerprint": fingerprint,  # recomputed here with the run's threads: same bits
     }
     preds = json.loads((run / "predictions.json").read_text())
     assert len(preds) == 8 and all(set(p) == {"image_id", "caption"} for p in preds)
