@@ -29,7 +29,7 @@ COMMITTED = ROOT / "leaderboards" / "shapes.csv"
 GRID = ROOT / "experiments" / "grid.yaml"
 REGENERATE = "fusionbench run experiments/grid.yaml  (on an idle machine, at your final commit; then commit leaderboards/)"
 CROSS_HOST_STDS = 3.0
-"""How far (in the committed row's seed standard deviations) a rerun on another kernel set may land:
+"""How far (in the committed row's seed standard deviations) a rerun with other numerics may land:
 a cross-host rerun perturbs training by rounding only, so it scores like a draw of the same cell
 (measured: regions-late-lstm-s0 125.2 on an AVX2 host vs 123.8 committed from AVX512, 0.4 std;
 cnn-early-lstm-s0 106.5 on an Intel AVX512/AMX host vs 103.7 on an AMD AVX512 one, 0.4 std)."""
