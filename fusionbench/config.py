@@ -120,10 +120,16 @@ class EarlyStoppingConfig:
     scale, ~0-10: 0.01 is 1 point x100) before stopping; with ``check_val_every_n_epoch > 1`` it
     counts validations, not epochs. ``null`` (the default) never stops early, so a run trains for
     exactly ``max_epochs`` as before this option existed.
+
+    ``min_epochs``: epochs a run always trains before exhausted patience may end it
+    (``fusionbench.stopping`` says why: with cosine decay, a dip in the high-learning-rate first
+    half is optimisation noise, not overfitting); the grids use half of ``max_epochs``. ``null``
+    (the default): stopping may start at once.
     """
 
     patience: Annotated[int, Range(ge=1, note="null = never stop early")] | None = None
     min_delta: NonNegativeFloat = 0.0
+    min_epochs: Annotated[int, Range(ge=1, note="null = early stopping may stop from the first epoch")] | None = None
 
 
 @dataclass

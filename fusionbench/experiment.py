@@ -47,6 +47,7 @@ from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates, best_checkpoint
 from fusionbench.scst.phase import ScstPhase, final_checkpoint
+from fusionbench.stopping import early_stopping, min_epochs
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -276,22 +277,6 @@ def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def early_stopping(cfg: DictConfig) -> pl.callbacks.EarlyStopping | None:
-    """Lightning's ``EarlyStopping`` on ``val/CIDEr`` (mode max) from ``trainer.early_stopping``, or
-    None when its ``patience`` is null. Its state (best score, validations without improvement)
-    is saved in ``last.ckpt`` like every callback's, so a resumed run stops where an uninterrupted
-    one would."""
-    es = cfg.trainer.get("early_stopping") or {}
-    if es.get("patience") is None:
-        return None
-    return pl.callbacks.EarlyStopping(
-        monitor="val/CIDEr",
-        mode="max",
-        patience=int(es.patience),
-        min_delta=float(es.get("min_delta", 0.0)),
-    )
-
-
 def training_report(
     cfg: DictConfig, trainer: pl.Trainer, module: CaptionModule, early: pl.callbacks.EarlyStopping | None
 ) -> dict[str, Any]:
@@ -312,7 +297,13 @@ def training_report(
         "stopped_by": "early_stopping" if stopped_early else "max_epochs",
         "stopped_epoch": int(early.stopped_epoch) if stopped_early else None,
         "early_stopping": (
-            {"patience": int(es.patience), "min_delta": float(es.get("min_delta", 0.0))} if early else None
+            {
+                "patience": int(es.patience),
+                "min_delta": float(es.get("min_delta", 0.0)),
+                "min_epochs": min_epochs(cfg),
+            }
+            if early
+            else None
         ),
     }
 

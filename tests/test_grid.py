@@ -379,6 +379,11 @@ def test_the_default_grid_trains_each_family_at_its_swept_settings():
     assert precision == {"lstm": {"32-true"}, "transformer": native, "bert": native}
     assert all(c.config.trainer.early_stopping.patience == 3 for c in grid.cells)
     assert {c.config.data.num_test for c in grid.cells} == {500}
+    # the doubled-budget check doubles the budget and the epochs early stopping is held back for
+    stop = {(c.config.trainer.max_epochs, c.config.trainer.early_stopping.min_epochs) for c in grid.cells}
+    x2 = load_grid(Path(__file__).parent.parent / "experiments" / "grid_budget_x2.yaml")
+    assert stop == {(6, 3)}
+    assert {(c.config.trainer.max_epochs, c.config.trainer.early_stopping.min_epochs) for c in x2.cells} == {(12, 6)}
     fp32 = load_grid(
         Path(__file__).parent.parent / "experiments" / "grid.yaml", ["trainer.precision=32-true"]
     )
