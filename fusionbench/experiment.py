@@ -289,7 +289,10 @@ def training_report(
     restores the callbacks' states as they were at the best epoch.
     """
     es = cfg.trainer.get("early_stopping") or {}
-    stopped_early = early is not None and early.stopped_epoch > 0
+    # patience exhausted at the budget's last epoch is the budget running out, not an early stop
+    stopped_early = (
+        early is not None and early.stopped_epoch > 0 and trainer.current_epoch < int(cfg.trainer.max_epochs)
+    )
     return {
         "max_epochs": int(cfg.trainer.max_epochs),
         "epochs_trained": int(trainer.current_epoch),
