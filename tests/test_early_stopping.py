@@ -85,8 +85,13 @@ def _epochs_trained(tmp_path, curve, patience, min_epochs) -> int:
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(2, 1)), batch_size=2)
     early = EarlyStoppingAfter(monitor="val/CIDEr", mode="max", patience=patience, min_epochs=min_epochs)
     trainer = pl.Trainer(
-        max_epochs=len(curve), callbacks=[early], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_epochs=len(curve),
+        callbacks=[early],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(_ScriptedValidation(curve), loader, loader)
     return trainer.current_epoch
