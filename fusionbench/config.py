@@ -129,7 +129,9 @@ class EarlyStoppingConfig:
 
     patience: Annotated[int, Range(ge=1, note="null = never stop early")] | None = None
     min_delta: NonNegativeFloat = 0.0
-    min_epochs: Annotated[int, Range(ge=1, note="null = early stopping may stop from the first epoch")] | None = None
+    min_epochs: (
+        Annotated[int, Range(ge=1, note="null = early stopping may stop from the first epoch")] | None
+    ) = None
 
 
 @dataclass

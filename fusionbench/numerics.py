@@ -69,6 +69,7 @@ def numerics_fingerprint(precision: str) -> str:
     changes no number of the run. Shapes are those of a default-grid step (batch 16, width 128-512),
     since a BLAS picks its blocking, and with it the rounding, by shape."""
     import hashlib
+
     import torch
     import torch.nn.functional as F
 

@@ -383,7 +383,9 @@ def test_the_default_grid_trains_each_family_at_its_swept_settings():
     stop = {(c.config.trainer.max_epochs, c.config.trainer.early_stopping.min_epochs) for c in grid.cells}
     x2 = load_grid(Path(__file__).parent.parent / "experiments" / "grid_budget_x2.yaml")
     assert stop == {(6, 3)}
-    assert {(c.config.trainer.max_epochs, c.config.trainer.early_stopping.min_epochs) for c in x2.cells} == {(12, 6)}
+    assert {(c.config.trainer.max_epochs, c.config.trainer.early_stopping.min_epochs) for c in x2.cells} == {
+        (12, 6)
+    }
     fp32 = load_grid(
         Path(__file__).parent.parent / "experiments" / "grid.yaml", ["trainer.precision=32-true"]
     )

@@ -39,7 +39,11 @@ def test_the_leaderboards_numerics_line_counts_kernels_and_precisions():
     assert line.startswith(
         "CPU kernels (GPU for a GPU run) AVX2 (3 cells); precision 32-true (2 cells), bf16-mixed (1 cells)"
     )
-    assert "1 cells did not record theirs" in line and "bit for bit" in line and "fingerprint" not in line.split(".")[0]
+    assert (
+        "1 cells did not record theirs" in line
+        and "bit for bit" in line
+        and "fingerprint" not in line.split(".")[0]
+    )
     assert numerics.numerics_summary([None]) == "not recorded"
     assert numerics.numerics_label(reports[1]) == "AVX2 bf16-mixed"
     gpu = {"device": "cuda", "gpu": "NVIDIA H200", "cpu_kernels": "AVX2", "precision": "bf16-mixed"}
