@@ -56,7 +56,8 @@ def test_two_level_bootstrap_matches_exact_enumeration():
     a, b = _exact(A), _exact(B)
     # Images are drawn once for both configurations (paired), seeds independently per configuration.
     diff = a[:, None, :] - b[None, :, :]  # 27 (A seeds) x 27 (B seeds) x 256 (shared images)
-    exact_p = float(np.mean(diff <= 1e-12))
+    # two-sided: twice the smaller share on either side of zero (the top is picked by the data)
+    exact_p = min(1.0, 2 * min(float(np.mean(diff <= 1e-12)), float(np.mean(diff >= -1e-12))))
     exact_ci = np.percentile(a.ravel(), [2.5, 97.5])
 
     res = two_level_bootstrap([_maps(A), _maps(B)], n_boot=40_000, seed=0)
@@ -125,11 +126,11 @@ def test_holm_on_known_p_values():
 
 def test_holm_decides_the_tied_marks():
     """Two comparisons with raw p 0.03 and 0.04 are each below 0.05, but not after Holm."""
-    n = 100
+    n = 200
     top = np.ones(n)
     first, second = np.zeros(n), np.zeros(n)
-    first[:3] = 2.0  # #1 not ahead in 3 of 100 resamples
-    second[:4] = 2.0  # ... in 4 of 100
+    first[:3] = 2.0  # #1 not ahead in 3 of 200 resamples: two-sided p 0.03
+    second[:4] = 2.0  # ... in 4 of 200: 0.04
     res = Resamples(ids=("a", "b"), means=[top, first, second], observed=[1.0, 0.0, 0.0], n_seeds=[3, 3, 3])
     _, one, two = compare_resampled(res, top=0)
     assert (one.p_vs_top, two.p_vs_top) == (0.03, 0.04)
@@ -447,20 +448,23 @@ def _t4_sf(t: float) -> float:
 def test_welch_p_by_hand():
     from fusionbench.leaderboard.stats import compare_seed_scores, welch_p
 
+    # Two-sided: p = 2 P(T >= |t|).
     # 2 seeds each, equal variances: df = 2 and P(T >= t) = 1/2 - t / (2 sqrt(t^2 + 2)); t = sqrt(2).
-    assert welch_p([1.0, 1.2], [0.8, 1.0]) == pytest.approx(0.5 - math.sqrt(2) / 4, abs=1e-12)
+    assert welch_p([1.0, 1.2], [0.8, 1.0]) == pytest.approx(1 - math.sqrt(2) / 2, abs=1e-12)
     # 3 seeds each, equal variances: df = 4; t = 0.02 / sqrt(2 * 0.02^2 / 3) = sqrt(1.5).
-    assert welch_p([0.70, 0.72, 0.68], [0.68, 0.70, 0.66]) == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    assert welch_p([0.70, 0.72, 0.68], [0.68, 0.70, 0.66]) == pytest.approx(
+        2 * _t4_sf(math.sqrt(1.5)), abs=1e-12
+    )
     # Unequal variances: one side constant, so the Welch-Satterthwaite df is the other side's n - 1 = 1
     # (Student's t with 1 df is Cauchy: P(T >= t) = 1/2 - atan(t) / pi); t = 0.5 / sqrt(0.08 / 2) = 2.5.
-    assert welch_p([1.2, 0.8], [0.5, 0.5]) == pytest.approx(0.5 - math.atan(2.5) / math.pi, abs=1e-12)
+    assert welch_p([1.2, 0.8], [0.5, 0.5]) == pytest.approx(1 - 2 * math.atan(2.5) / math.pi, abs=1e-12)
     assert welch_p([0.5], [0.4, 0.3]) is None  # one seed: no test
     assert welch_p([0.5, 0.5], [0.4, 0.4]) == 0.0 and welch_p([0.4, 0.4], [0.4, 0.4]) == 1.0
     # Holm over the comparisons with #1 (index 0); the one-seed configuration is not compared.
     scores = [[0.70, 0.72, 0.68], [0.68, 0.70, 0.66], [0.50, 0.52, 0.48], [0.9]]
     top_row, close, far, single = compare_seed_scores(scores, top=0)
     assert top_row.p_vs_top is None and single.p_vs_top is None and single.tied_with_top is None
-    assert close.p_vs_top == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    assert close.p_vs_top == pytest.approx(2 * _t4_sf(math.sqrt(1.5)), abs=1e-12)
     assert far.p_holm == pytest.approx(2 * far.p_vs_top) and close.p_holm == pytest.approx(close.p_vs_top)
     assert close.tied_with_top is True and far.tied_with_top is False
     assert close.ci is None and close.n_images is None  # no intervals from per-seed scores
@@ -476,7 +480,7 @@ def test_val_selection_ranks_on_validation_not_test(tmp_path):
     assert top["val_CIDEr_mean"] == pytest.approx(0.70) and top["val_CIDEr_std"] == pytest.approx(0.02)
     assert top["val_best_epochs"] == "1;1;1" and top["val_n_seeds"] == 3
     # Welch over the per-seed validation scores vs #1, Holm over the 2 comparisons.
-    assert vit["p_vs_top"] == pytest.approx(_t4_sf(math.sqrt(1.5)), abs=1e-12)
+    assert vit["p_vs_top"] == pytest.approx(2 * _t4_sf(math.sqrt(1.5)), abs=1e-12)
     assert vit["not_significant_vs_top"] is True and cnn["not_significant_vs_top"] is False
     assert cnn["p_vs_top_holm"] == pytest.approx(2 * cnn["p_vs_top"]) and board.method.n_compared == 2
     # The test split keeps its intervals, compares nothing and draws no verdict.
@@ -488,7 +492,7 @@ def test_val_selection_ranks_on_validation_not_test(tmp_path):
     assert "the test splits were not used for any selection" in md
     assert "**Ranked on the validation split:" in md and "they were not used to rank, mark or select" in md
     assert "Test numbers were not used for the ranking, the marks or #1." in md
-    assert "Welch's t-test (one-sided, unequal variances) over the per-seed validation scores" in md
+    assert "Welch's t-test (two-sided, unequal variances) over the per-seed validation scores" in md
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert table[0].startswith(
         "| rank (val) | encoder | fusion | decoder | val CIDEr-D (selection) | best epoch | "

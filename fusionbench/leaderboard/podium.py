@@ -4,8 +4,8 @@ The table compares every configuration with #1 only, so two configurations below
 places between reruns while the page said nothing about their order. For the top ``k`` ranked
 configurations (3 by default) every pair is compared with the same two-level bootstrap draws as the
 table's intervals (seeds within each configuration, then the test images shared by all): the
-difference higher-ranked minus lower-ranked, its 95% interval, and the one-sided p (the share of
-resamples where the higher one is not ahead), Holm-adjusted over the ``k(k-1)/2`` pairs. A pair
+difference higher-ranked minus lower-ranked, its 95% interval, and the two-sided p (twice the share
+of resamples where the higher one is not ahead: the ranks come from the same data), Holm-adjusted over the ``k(k-1)/2`` pairs. A pair
 whose adjusted p exceeds α is *tied*: a rerun with other seeds may swap it. With one seed for
 either side a pair is not compared (its interval would cover test images only).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from fusionbench.leaderboard.stats import ALPHA, Resamples, holm, percentiles, share_not_ahead
+from fusionbench.leaderboard.stats import ALPHA, Resamples, holm, percentiles, two_sided_p
 
 TOP_K = 3
 
@@ -49,7 +49,7 @@ def podium_contrasts(
     if len(top) < 2 or usable != top:  # a one-seed or unscored row among them: no pairwise claims
         return []
     pairs = list(combinations(usable, 2))
-    raw = [share_not_ahead(res.means[a] - res.means[b]) for a, b in pairs]  # type: ignore[operator]
+    raw = [two_sided_p(res.means[a] - res.means[b]) for a, b in pairs]  # type: ignore[operator]
     return [
         PairContrast(
             higher=int(rows[a]["rank"]),

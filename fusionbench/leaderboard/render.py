@@ -114,7 +114,7 @@ def _val_stats(method: Method) -> str:
     marks = (
         f"{NOT_SIGNIFICANT} tied with #1: rank 1's lead on validation is not significant after Holm "
         f"correction over the {method.n_compared} comparisons with #1 (Holm p vs #1 > {ALPHA}); the test is "
-        "Welch's t-test (one-sided, unequal variances) over the per-seed validation scores, so it covers "
+        "Welch's t-test (two-sided, unequal variances) over the per-seed validation scores, so it covers "
         "training noise only (per-image validation scores are not saved: no bootstrap over validation "
         "images). "
     )
@@ -138,8 +138,9 @@ def legend_line(method: Method) -> str:
             f"Holm correction over the {method.n_compared} comparisons with #1 (Holm p vs #1 > {ALPHA}). "
             f"The test is a two-level bootstrap ({method.n_boot} resamples): each resample draws every "
             "configuration's seeds with replacement, then the test images with replacement (the same images for "
-            "all, so comparisons are paired over images), and compares corpus-mean CIDEr-D; p is the share of "
-            "resamples where #1 is not ahead. CIDEr-D cells are mean ± sample std over seeds [95% interval of "
+            "all, so comparisons are paired over images), and compares corpus-mean CIDEr-D; p is two-sided, twice the "
+            "share of resamples where #1 is not ahead (#1 is picked by the same data), so p < 0.05 exactly when "
+            "the 95% interval of the difference excludes 0. CIDEr-D cells are mean ± sample std over seeds [95% interval of "
             "that bootstrap]. With few seeds the interval is too narrow: resampling k seeds shrinks their "
             "variance by (k−1)/k, and with 3 seeds it cannot leave the seeds' range, so read it next to the "
             "seed std. "

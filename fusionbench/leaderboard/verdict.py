@@ -10,7 +10,8 @@ crossed) each level is averaged over all of its usable configurations, and the s
 
 The best level is compared with every other level by ``stats.compare_levels``: the difference of
 level scores is resampled with the same two-level draws (seeds within each configuration, test
-images shared by all) as the leaderboard's intervals, and the one-sided p-values are Holm-adjusted
+images shared by all) as the leaderboard's intervals, and the two-sided p-values (``two_sided_p``:
+the best level is picked by the same data) are Holm-adjusted
 over the other levels. "X wins" only when every other level is worse after Holm, and only when
 every compared configuration has more than one seed; otherwise the sentence reads "no clear winner
 (X leads by d, 95% interval [lo, hi])" with d the lead over the runner-up.
