@@ -79,8 +79,8 @@ def compare(base: dict, longer: dict, resamples: int = 2000, seed: int = 0) -> l
     rows = []
     for k, axis in enumerate(AXES):
         levels = sorted({key[k] for key in base} & {key[k] for key in longer})
+        others = sorted({key[:k] + key[k + 1 :] for key in base})  # the other axes' combinations
         for x, y in itertools.combinations(levels, 2):
-            others = sorted({key[:k] + key[k + 1 :] for key in base})
             pairs = []
             for o in others:
                 ka, kb = o[:k] + (x,) + o[k:], o[:k] + (y,) + o[k:]
@@ -121,6 +121,10 @@ def compare(base: dict, longer: dict, resamples: int = 2000, seed: int = 0) -> l
     return rows
 
 
+def _mark(separated: bool) -> str:
+    return " *" if separated else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,15 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         for col in ("axis", "leader - other", "configs", "base gap", "longer gap", "order"):
             table.add_column(col)
         for r in rows:
-            mark = lambda sep: " *" if sep else ""  # noqa: E731
             table.add_row(
                 r["axis"],
                 f"{r['leader']} - {r['other']}",
                 str(r["configurations"]),
                 f"{r['base_gap']:+.1f} [{r['base_interval'][0]:+.1f}, {r['base_interval'][1]:+.1f}]"
-                + mark(r["base_separated"]),
+                + _mark(r["base_separated"]),
                 f"{r['longer_gap']:+.1f} [{r['longer_interval'][0]:+.1f}, {r['longer_interval'][1]:+.1f}]"
-                + mark(r["longer_separated"]),
+                + _mark(r["longer_separated"]),
                 r["status"],
             )
         console.print(table)

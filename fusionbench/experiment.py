@@ -47,7 +47,7 @@ from fusionbench.plugins import load_plugins
 from fusionbench.registry import DATASETS
 from fusionbench.resume import RandomStates, best_checkpoint
 from fusionbench.scst.phase import ScstPhase, final_checkpoint
-from fusionbench.stopping import early_stopping, min_epochs
+from fusionbench.stopping import EarlyStoppingAfter, early_stopping
 
 SCALE_NOTE = (
     "Scores use coco-caption's keys and raw scale: Bleu_1..4, METEOR and ROUGE_L in 0-1, CIDEr is "
@@ -278,7 +278,7 @@ def device_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def training_report(
-    cfg: DictConfig, trainer: pl.Trainer, module: CaptionModule, early: pl.callbacks.EarlyStopping | None
+    cfg: DictConfig, trainer: pl.Trainer, module: CaptionModule, early: EarlyStoppingAfter | None
 ) -> dict[str, Any]:
     """``metrics.json["training"]``: how long the run trained and why it stopped.
 
@@ -288,7 +288,6 @@ def training_report(
     ``max_epochs`` (the budget ran out). Read right after ``fit``: testing the best checkpoint
     restores the callbacks' states as they were at the best epoch.
     """
-    es = cfg.trainer.get("early_stopping") or {}
     # patience exhausted at the budget's last epoch is the budget running out, not an early stop
     stopped_early = (
         early is not None and early.stopped_epoch > 0 and trainer.current_epoch < int(cfg.trainer.max_epochs)
@@ -300,10 +299,10 @@ def training_report(
         "stopped_by": "early_stopping" if stopped_early else "max_epochs",
         "stopped_epoch": int(early.stopped_epoch) if stopped_early else None,
         "early_stopping": (
-            {
-                "patience": int(es.patience),
-                "min_delta": float(es.get("min_delta", 0.0)),
-                "min_epochs": min_epochs(cfg),
+            {  # as the callback holds them (Lightning negates min_delta for mode "min")
+                "patience": int(early.patience),
+                "min_delta": abs(float(early.min_delta)),
+                "min_epochs": early.min_epochs,
             }
             if early
             else None

@@ -44,14 +44,6 @@ class EarlyStoppingAfter(pl.callbacks.EarlyStopping):
         return should_stop, reason
 
 
-def min_epochs(cfg: DictConfig) -> int | None:
-    """``trainer.early_stopping.min_epochs`` when early stopping is on, else None."""
-    es = cfg.trainer.get("early_stopping") or {}
-    if es.get("patience") is None or es.get("min_epochs") is None:
-        return None
-    return int(es.min_epochs)
-
-
 def early_stopping(cfg: DictConfig) -> EarlyStoppingAfter | None:
     """The early-stopping callback of ``trainer.early_stopping`` (monitor ``val/CIDEr``, mode max),
     or None when its ``patience`` is null."""
@@ -63,5 +55,5 @@ def early_stopping(cfg: DictConfig) -> EarlyStoppingAfter | None:
         mode="max",
         patience=int(es.patience),
         min_delta=float(es.get("min_delta", 0.0)),
-        min_epochs=min_epochs(cfg),
+        min_epochs=None if es.get("min_epochs") is None else int(es.min_epochs),
     )

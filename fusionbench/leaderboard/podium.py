@@ -5,9 +5,10 @@ places between reruns while the page said nothing about their order. For the top
 configurations (3 by default) every pair is compared with the same two-level bootstrap draws as the
 table's intervals (seeds within each configuration, then the test images shared by all): the
 difference higher-ranked minus lower-ranked, its 95% interval, and the two-sided p (twice the share
-of resamples where the higher one is not ahead: the ranks come from the same data), Holm-adjusted over the ``k(k-1)/2`` pairs. A pair
-whose adjusted p exceeds α is *tied*: a rerun with other seeds may swap it. With one seed for
-either side a pair is not compared (its interval would cover test images only).
+of resamples where the higher one is not ahead: the ranks come from the same data), Holm-adjusted
+over the ``k(k-1)/2`` pairs. A pair whose adjusted p exceeds α is *tied*: a rerun with other
+seeds may swap it. With one seed for either side a pair is not compared (its interval would cover
+test images only).
 """
 
 from __future__ import annotations
